@@ -18,7 +18,6 @@ PROFILE ?= mini
 
 $(STAMP): requirements.txt setup.py settings.ini pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: this exact pair comes from the machine's local wheel store (a CUDA build that runs on the CPU)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -r requirements.txt
