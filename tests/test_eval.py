@@ -1,0 +1,43 @@
+"Evaluation: the lmms-eval adapter answers hand-made requests; answer ranking matches full scoring."
+import numpy as np, pytest
+from lmms_eval.api.instance import Instance
+from unicorn.fixtures import tiny_llama
+from unicorn.vlm import UnicornVLM
+from unicorn.evaluate import prompt_ids, rank_answers, register_lmms_adapter, score_continuations
+from unicorn.vlm_data import vqa_prompt
+
+@pytest.fixture(scope="module")
+def vlm_tok():
+    lm, tok = tiny_llama(seed=3)
+    return UnicornVLM.from_lm(lm, tok, emb_dim=6, k=3).eval(), tok
+
+EMB = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
+
+def _meta(i): return {"task": "toy", "doc_id": i, "repeats": 1}
+
+def test_lmms_adapter_hand_made_requests(vlm_tok):
+    vlm, tok = vlm_tok
+    A = register_lmms_adapter()
+    ad = A(vlm=vlm, tok=tok, image_encoder=lambda vis: EMB[[v for v in vis]], center_mean=EMB.mean(0))
+    ad.task_dict = {"toy": {"test": [{"img": 0, "q": "What shape?", "a": "circle"}, {"img": 1, "q": "Is it red?", "a": "no"}]}}
+    vis = lambda d: [d["img"]]
+    ll = ad.loglikelihood([Instance("loglikelihood", ("What shape?", "circle", vis, 0, "toy", "test"), 0, _meta(0)),
+                           Instance("loglikelihood", ("Is it red?", lambda d: d["a"], vis, 1, "toy", "test"), 1, _meta(1))])
+    direct = score_continuations(vlm, [prompt_ids(tok, "<image>\nIs it red?", 3)], [tok("no", add_special_tokens=False).input_ids],
+                                 EMB[1:2] - EMB.mean(0), tok.pad_token_id)[0][0]
+    assert len(ll) == 2 and ll[1][0] == pytest.approx(direct, abs=1e-4) and all(isinstance(g, bool) for _, g in ll)
+    gen = ad.generate_until([Instance("generate_until", ("What shape?", {"until": ["."], "max_new_tokens": 4}, vis, 0, "toy", "test"), 0, _meta(0))])
+    assert len(gen) == 1 and isinstance(gen[0], str) and "." not in gen[0]
+    # the same request without the image encoder is a text-only prompt: a different log-likelihood
+    ad2 = A(vlm=vlm, tok=tok); ad2.task_dict = ad.task_dict
+    ll2 = ad2.loglikelihood([Instance("loglikelihood", ("Is it red?", "no", vis, 1, "toy", "test"), 0, _meta(1))])
+    assert ll2[0][0] != pytest.approx(ll[1][0])
+
+def test_rank_answers_matches_full_scoring(vlm_tok):
+    vlm, tok = vlm_tok
+    ps = [prompt_ids(tok, vqa_prompt(q), 3) for q in ("what colour?", "what shape?")]
+    ans = ["red", "teal", "circle"]
+    R = rank_answers(vlm, tok, ps, ans, EMB)
+    for i in range(2):
+        full = [score_continuations(vlm, [ps[i]], [tok(a, add_special_tokens=False).input_ids], EMB[i:i + 1], tok.pad_token_id)[0][0] for a in ans]
+        np.testing.assert_allclose(R[i], full, atol=1e-3)

@@ -1,0 +1,111 @@
+"Each LLM backend's request/response path: transformers (tiny model), vLLM (request building + a stand-in module), OpenAI HTTP (local server)."
+import json, sys, types
+import pytest
+from unicorn.fixtures import tiny_llama
+from unicorn.llm import (Sampling, TransformersBackend, VLLMBackend, OpenAIBackend, LLMRequestError, serve_openai,
+                         vllm_request, openai_chat_body, get_backend)
+
+SCHEMA = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}, "n": {"enum": [1, 2, 3]}},
+          "required": ["colour", "n"], "additionalProperties": False}
+PROMPTS = ["describe a red circle", "hi", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a blue square"}]]
+
+@pytest.fixture(scope="module")
+def tiny():
+    lm, tok = tiny_llama()
+    return TransformersBackend(lm, tok, batch_size=2)
+
+def test_transformers_batched_equals_single(tiny):
+    s = Sampling(max_new_tokens=8)
+    assert tiny.generate(PROMPTS, s) == [tiny.generate([p], s)[0] for p in PROMPTS]
+    assert tiny.tok.padding_side == "left"
+
+def test_transformers_schema_constrained(tiny):
+    out = tiny.generate(PROMPTS, Sampling(max_new_tokens=60, temperature=1.0, seed=3), json_schema=SCHEMA)
+    for o in out:
+        d = json.loads(o)
+        assert d["colour"] in ("red", "blue") and d["n"] in (1, 2, 3)
+
+def test_transformers_reply_prefix(tiny):
+    out = tiny.generate(["x"], Sampling(max_new_tokens=3), reply_prefix='[{"q": "')
+    assert out[0].startswith('[{"q": "')
+
+def test_vllm_request_building():
+    req = vllm_request(PROMPTS, Sampling(max_new_tokens=99, temperature=0.5, top_p=0.8, seed=7), SCHEMA)
+    assert req["messages"][0] == [{"role": "user", "content": "describe a red circle"}]
+    assert req["messages"][2][0]["role"] == "system"
+    assert req["sampling"] == {"max_tokens": 99, "temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.0, "seed": 7}
+    assert req["structured_outputs"] == {"json": SCHEMA}
+    assert req["chat"] == {"add_generation_prompt": True, "continue_final_message": False}
+    assert vllm_request(["a"], None, None)["structured_outputs"] is None
+
+def test_vllm_backend_with_stand_in_module(monkeypatch):
+    "The real VLLMBackend code path against a stand-in `vllm` module that records what it is given."
+    seen = {}
+    class SP:
+        def __init__(self, **kw): seen["sampling"] = kw
+    class SOP:
+        def __init__(self, **kw): self.kw = kw
+    class LLM:
+        def __init__(self, **kw): seen["engine"] = kw
+        def chat(self, messages, params, use_tqdm=False, **kw):
+            seen["chat"] = (messages, kw)
+            out = types.SimpleNamespace(outputs=[types.SimpleNamespace(text='"red"}')])
+            return [out for _ in messages]
+    vllm = types.ModuleType("vllm"); vllm.LLM, vllm.SamplingParams = LLM, SP
+    sp_mod = types.ModuleType("vllm.sampling_params"); sp_mod.StructuredOutputsParams = SOP
+    monkeypatch.setitem(sys.modules, "vllm", vllm); monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp_mod)
+    be = get_backend("vllm", "Qwen/Qwen2.5-72B-Instruct", tensor_parallel_size=4)
+    out = be.generate(["a", "b"], Sampling(max_new_tokens=5), json_schema=SCHEMA, reply_prefix='{"colour": ')
+    assert out == ['{"colour": "red"}'] * 2
+    assert seen["engine"]["tensor_parallel_size"] == 4 and seen["engine"]["model"] == "Qwen/Qwen2.5-72B-Instruct"
+    assert seen["sampling"]["max_tokens"] == 5 and seen["sampling"]["structured_outputs"].kw == {"json": SCHEMA}
+    assert seen["chat"][1] == {"add_generation_prompt": False, "continue_final_message": True}
+    assert seen["chat"][0][0][-1] == {"role": "assistant", "content": '{"colour": '}
+
+def test_vllm_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(ImportError, match="needs vLLM"):
+        VLLMBackend("m").generate(["a"])
+
+def test_openai_body():
+    b = openai_chat_body("m", "hi", Sampling(max_new_tokens=4), SCHEMA, reply_prefix="{")
+    assert b["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA, "strict": True}}
+    assert b["messages"][-1] == {"role": "assistant", "content": "{"} and b["continue_final_message"] is True
+
+def test_openai_against_local_server(tiny):
+    s = Sampling(max_new_tokens=6)
+    with serve_openai(tiny, max_requests=20, fail_first=2) as srv:
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=3, timeout=30, max_retries=3, backoff=0.01)
+        assert client.generate(PROMPTS, s) == tiny.generate(PROMPTS, s)   # same tokens through HTTP, in order
+        assert client.stats["retries"] == 2                                # two 503s, retried
+        js = client.generate(["x", "y"], Sampling(max_new_tokens=60), json_schema=SCHEMA)
+        assert all(json.loads(j)["colour"] in ("red", "blue") for j in js)
+        pre = client.generate(["x"], Sampling(max_new_tokens=3), reply_prefix="[")
+        assert pre[0].startswith("[")
+        n = srv.n_requests
+    assert n <= 20
+
+def test_openai_bounded_retries_then_error(tiny):
+    with serve_openai(tiny, max_requests=50, fail_first=50) as srv:       # always 503
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=1, timeout=10, max_retries=2, backoff=0.01)
+        with pytest.raises(LLMRequestError, match="prompt 0: failed after 3 attempts"):
+            client.generate(["x"], Sampling(max_new_tokens=2))
+        assert srv.n_requests == 3
+
+def test_openai_timeout_is_retried_then_fails(tiny):
+    with serve_openai(tiny, max_requests=10, delay=1.0) as srv:
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=1, timeout=0.2, max_retries=1, backoff=0.01)
+        with pytest.raises(LLMRequestError, match="ReadTimeout"):
+            client.generate(["x"], Sampling(max_new_tokens=2))
+        assert client.stats["retries"] == 1
+
+def test_server_request_budget(tiny):
+    with serve_openai(tiny, max_requests=1) as srv:
+        client = OpenAIBackend("tiny", srv.base_url, max_retries=0, backoff=0.01)
+        client.generate(["x"], Sampling(max_new_tokens=2))
+        with pytest.raises(LLMRequestError, match="HTTP 429"):
+            client.generate(["x"], Sampling(max_new_tokens=2))
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown LLM backend"):
+        get_backend("nope")

@@ -1,0 +1,117 @@
+"Transfer formulas against hand computations, the streaming mean, refusal of bad shards, resume, and Ray Data parity."
+import json
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from unicorn.runs import EmbeddingShards, ShardError
+from unicorn.transfer import (l2norm, streaming_mean, shift_none, shift_unicorn_code, shift_unicorn_paper, shift_oracle,
+                              shift_c3, shift_capdec, TRANSFER_METHODS, transfer_shards, center_images, prepare_images)
+
+U = np.array([[1., 0.], [0., 1.]]); MU_T = np.array([.5, .5]); MU_I = np.array([0., 2.])
+
+
+class FixedNormal:
+    "A generator whose standard-normal draws are given (so the noise is known by hand)."
+    def __init__(self, z): self.z = np.asarray(z, float)
+    def standard_normal(self, shape): return self.z
+
+
+def test_method_names():
+    assert list(TRANSFER_METHODS) == ["none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec"]
+
+
+def test_formulas_by_hand():
+    np.testing.assert_allclose(shift_none(U), U)
+    np.testing.assert_allclose(shift_unicorn_code(U, MU_T), [[.5, -.5], [-.5, .5]])          # no re-normalisation
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(shift_unicorn_paper(U, MU_T), [[r, -r], [-r, r]], atol=1e-6)
+    # (1,0)-(.5,.5)+(0,2) = (.5,1.5) -> /sqrt(2.5);  (0,1)-(.5,.5)+(0,2) = (-.5,2.5) -> /sqrt(6.5)
+    np.testing.assert_allclose(shift_oracle(U, MU_T, MU_I), [[.3162278, .9486833], [-.1961161, .9805807]], atol=1e-6)
+    z = [[.1, .2], [0., 0.]]      # sigma2 = 0.25 -> eps = 0.5 z = (.05, .1)
+    # C3: (1,0)-(.5,.5)+(.05,.1) = (.55,-.4) -> /sqrt(.4625)
+    np.testing.assert_allclose(shift_c3(U, MU_T, sigma2=.25, rng=FixedNormal(z))[0], [.55 / np.sqrt(.4625), -.4 / np.sqrt(.4625)], atol=1e-6)
+    # CapDec: (1,0)+(.05,.1) = (1.05,.1) -> /sqrt(1.1125)
+    np.testing.assert_allclose(shift_capdec(U, sigma2=.25, rng=FixedNormal(z))[0], [1.05 / np.sqrt(1.1125), .1 / np.sqrt(1.1125)], atol=1e-6)
+
+
+def test_noise_variance():
+    u = l2norm(np.ones((20000, 4)))
+    d = shift_capdec(u, sigma2=0.0, rng=np.random.default_rng(0)) - u
+    assert np.abs(d).max() < 1e-6
+    eps = np.random.default_rng(3).standard_normal((20000, 4)) * np.sqrt(0.016)
+    np.testing.assert_allclose(shift_c3(u, u.mean(0), rng=np.random.default_rng(3)), l2norm(u - u.mean(0) + eps), atol=1e-5)
+    assert abs(eps.var() - 0.016) < 1e-3
+
+
+def test_streaming_mean_equals_in_memory(tmp_path):
+    rng = np.random.default_rng(0)
+    store = EmbeddingShards(tmp_path / "s")
+    parts = [l2norm(rng.normal(size=(n, 32))).astype(np.float16) for n in (100, 1, 57, 300)]
+    for k, p in enumerate(parts): store.write(k, ([f"{k}-{i}" for i in range(len(p))], p))
+    full = np.concatenate(parts).astype(np.float64)
+    np.testing.assert_allclose(streaming_mean(store), full.mean(0), atol=1e-6)
+    np.testing.assert_allclose(streaming_mean(p.astype(np.float32) for p in parts), full.mean(0), atol=1e-6)
+    assert streaming_mean(store).dtype == np.float64
+
+
+def _raw(store, k, ids, emb):
+    store.root.mkdir(parents=True, exist_ok=True)
+    meta = {} if ids is None else {"ids": json.dumps(ids)}
+    store.path(k).write_bytes(save({"embeddings": np.asarray(emb, np.float16)}, metadata=meta))
+
+
+@pytest.mark.parametrize("case,emb,ids,msg", [
+    ("nan", [[np.nan, 1.]], ["a"], "non-finite"),
+    ("inf", [[np.inf, 1.]], ["a"], "non-finite"),
+    ("dim", [[1., 0., 0.]], ["a"], "dimension 3 != 2"),
+    ("noids", [[1., 0.]], None, "no 'ids'"),
+    ("fewids", [[1., 0.], [0., 1.]], ["a"], "1 ids for 2 rows"),
+])
+def test_bad_shards_refused_naming_the_shard(tmp_path, case, emb, ids, msg):
+    src = EmbeddingShards(tmp_path / case)
+    _raw(src, 0, ["ok"], [[1., 0.]]); _raw(src, 1, ids, emb)
+    for call in (lambda: streaming_mean(src),
+                 lambda: transfer_shards(src, EmbeddingShards(tmp_path / f"{case}-out"), "unicorn_paper", mu_t=np.zeros(2), progress=False)):
+        with pytest.raises(ShardError, match="part-00001.safetensors") as e: call()
+        assert msg in str(e.value)
+
+
+def test_transfer_streams_and_resumes(tmp_path):
+    rng = np.random.default_rng(1)
+    src = EmbeddingShards(tmp_path / "text")
+    u = l2norm(rng.normal(size=(50, 8)))
+    for k in range(5): src.write(k, ([f"c{k * 10 + i}" for i in range(10)], u[k * 10:(k + 1) * 10]))
+    u16 = src.load_all().emb.astype(np.float32)
+    dst = EmbeddingShards(tmp_path / "syn")
+    c = transfer_shards(src, dst, "unicorn_paper", progress=False)
+    assert c == {"shards": 5, "written": 5, "resumed": 0, "rows": 50}
+    np.testing.assert_allclose(dst.load_all().emb.astype(np.float32), shift_unicorn_paper(u16, u16.astype(np.float64).mean(0)), atol=2e-3)
+    dst.path(3).unlink()
+    c = transfer_shards(src, dst, "unicorn_paper", progress=False)
+    assert (c["written"], c["resumed"]) == (1, 4)
+    assert dst.load_all().ids == [f"c{i}" for i in range(50)]
+
+
+def test_center_images():
+    v = np.array([[1., 0.], [0., 1.], [1., 1.]])
+    np.testing.assert_allclose(center_images(v), v - 2 / 3, atol=1e-6)
+    np.testing.assert_allclose(center_images(v, mean=[0., 1.]), [[1., -1.], [0., 0.], [1., 0.]])
+    np.testing.assert_allclose(np.linalg.norm(prepare_images(v, "unicorn_paper"), axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(prepare_images(v, "unicorn_code"), v - 2 / 3, atol=1e-6)
+    np.testing.assert_allclose(prepare_images(v, "capdec"), v)
+
+
+def test_ray_transfer_matches_streaming(tmp_path):
+    pytest.importorskip("ray")
+    from unicorn.transfer import transfer_shards_ray
+    rng = np.random.default_rng(2)
+    src = EmbeddingShards(tmp_path / "text")
+    for k in range(3): src.write(k, ([f"c{k}-{i}" for i in range(7)], l2norm(rng.normal(size=(7, 6)))))
+    a, b = EmbeddingShards(tmp_path / "a"), EmbeddingShards(tmp_path / "b")
+    transfer_shards(src, a, "c3", seed=5, progress=False)
+    c = transfer_shards_ray(src, b, "c3", seed=5, num_cpus=1)
+    assert c["written"] == 3 and c["rows"] == 21
+    sa, sb = a.load_all(), b.load_all()
+    assert sa.ids == sb.ids
+    np.testing.assert_array_equal(sa.emb, sb.emb)        # same per-shard generator -> identical shards
