@@ -3,6 +3,7 @@ embedding fetch time at 1.2M records, O(1) id index vs the reference code's line
 
     .venv/bin/python bench/bench_vlm.py                       # SmolLM2-135M (bf16, frozen LM), batch 4, 3 steps
     .venv/bin/python bench/bench_vlm.py --lm tiny --steps 5   # the random tiny Llama (seconds)
+    python3 bench/bench_vlm.py --lm smollm2-config --batch-size 16 --steps 20   # on a GPU: SmolLM2's architecture
 """
 from __future__ import annotations
 import argparse, json, os, random, subprocess, sys, tempfile, time
@@ -23,6 +24,15 @@ def one_variant(lm_name: str, k: int, batch: int, steps: int, dtype: str) -> dic
     if lm_name == "smollm2":
         from unicorn.packaged import load_smollm2
         lm, tok = load_smollm2(dtype)
+    elif lm_name == "smollm2-config":           # SmolLM2-135M's architecture, random weights: same FLOPs, no GGUF needed
+        from transformers import LlamaConfig, LlamaForCausalLM
+        from unicorn.fixtures import tiny_tokenizer
+        tok = tiny_tokenizer()
+        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                          tie_word_embeddings=True, pad_token_id=tok.pad_token_id)
+        torch.manual_seed(0)
+        lm = LlamaForCausalLM(cfg).to(getattr(torch, dtype)).eval()
     else:
         from unicorn.fixtures import tiny_llama
         lm, tok = tiny_llama(hidden_size=64, layers=2)
@@ -79,7 +89,9 @@ def bench_index(n: int, dim: int, n_fetch: int, n_scan: int, shard: int = 100_00
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lm", default="smollm2", choices=["smollm2", "tiny"])
+    ap.add_argument("--lm", default="smollm2", choices=["smollm2", "smollm2-config", "tiny"],
+                    help="smollm2: the packaged weights; smollm2-config: its architecture with random weights (for GPUs "
+                         "without the package; text is tokenised byte-wise); tiny: a toy Llama")
     ap.add_argument("--dtype", default="bfloat16"); ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3); ap.add_argument("--ks", default="1,576")
     ap.add_argument("--records", type=int, default=1_200_000); ap.add_argument("--dim", type=int, default=16)
