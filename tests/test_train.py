@@ -37,3 +37,18 @@ def test_accelerate_launch_one_cpu_process(tmp_path):
     assert out["processes"] == 1
     tc = json.loads((Path(out["checkpoint"]) / "train_config.json").read_text())
     assert tc["log"]["sft"]["step"] == [1, 2] and (Path(out["checkpoint"]) / "lm").is_dir()
+
+def test_answer_only_loss_through_lora_matches_full_logits(tmp_path):
+    "The loss from scored positions only equals transformers' loss on full logits, also through peft's LoRA wrapper."
+    import torch
+    from unicorn.vlm_data import collate
+    run = _tiny_run(tmp_path / "run")
+    lm, tok = tiny_llama()
+    v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=8, k=2), "lora")
+    ds = VLMDataset(caption_records(list(JsonlShards(run.path("captions")))), tok, EmbeddingIndex(run.path("synthetic", "unicorn_code")), "plain", k=2)
+    b = collate([ds[i] for i in range(4)], tok.pad_token_id)
+    out = v(**b)
+    ref = v.lm(inputs_embeds=v.embed(b["input_ids"], b["image_emb"]), attention_mask=b["attention_mask"], labels=b["labels"])
+    assert torch.allclose(out.loss, ref.loss, atol=1e-5), (out.loss, ref.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in v.named_parameters() if p.requires_grad and "lora_B" in n)

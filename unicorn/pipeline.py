@@ -91,11 +91,13 @@ def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale
 
 # %% ../nbs/04_pipeline.ipynb #0c921033
 def save_figure(fig, name: str, figures_dir: str | Path | None = None) -> list[Path]:
-    "Save matplotlib `fig` as `<figures_dir>/<name>.png` and `.pdf` (default: the repo's `figures/`); returns the paths."
+    """Save matplotlib `fig` as `<figures_dir>/<name>.png` and `.pdf` (default: the repo's `figures/`); returns the paths.
+    No creation date is written, so a figure regenerated from the same numbers is the same file."""
     d = Path(figures_dir) if figures_dir else repo_root() / "figures"
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"{name}.png", d / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight"); fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return paths
 
 # %% ../nbs/04_pipeline.ipynb #0eb07b09

@@ -83,9 +83,17 @@ class UnicornVLM(nn.Module):
         return torch.where(is_img[..., None], vis[:, None, :].expand_as(h), h)
 
     def forward(self, input_ids, attention_mask=None, image_emb=None, labels=None, position_ids=None, **kw):
-        "The LM's output (loss if `labels`, -100 = ignored) on the mixed text + visual input."
-        return self.lm(inputs_embeds=self.embed(input_ids, image_emb), attention_mask=attention_mask,
-                       position_ids=position_ids, labels=labels, **kw)
+        """The LM's output on the mixed text + visual input. With `labels` (-100 = ignored) it carries the mean
+        next-token `loss` over the labelled tokens, and `logits` only at the positions that loss scores
+        (`[B, P, V]`): the vocabulary projection is about a fifth of a small LM's compute, and answers are a few tokens."""
+        embeds = self.embed(input_ids, image_emb)
+        if labels is None:
+            return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, **kw)
+        nxt = labels[:, 1:]
+        keep = (nxt != -100).any(0).nonzero().squeeze(1)          # positions whose next token is scored in some row
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep, **kw)
+        loss = nn.functional.cross_entropy(out.logits.float().flatten(0, 1), nxt[:, keep].flatten(), ignore_index=-100)
+        return type(out)(loss=loss, logits=out.logits)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, image_emb=None, **kw):
