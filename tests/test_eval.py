@@ -41,3 +41,26 @@ def test_rank_answers_matches_full_scoring(vlm_tok):
     for i in range(2):
         full = [score_continuations(vlm, [ps[i]], [tok(a, add_special_tokens=False).input_ids], EMB[i:i + 1], tok.pad_token_id)[0][0] for a in ans]
         np.testing.assert_allclose(R[i], full, atol=1e-3)
+
+def test_evaluate_checkpoint_caches_per_centring_and_mode(tmp_path, monkeypatch):
+    "A second call asking for another mode computes only that mode; a repeated call computes nothing."
+    import json
+    import unicorn.evaluate as ev
+    from unicorn.runs import EmbeddingShards, RunFolder
+    from unicorn.vlm import save_vlm
+    run = RunFolder(tmp_path / "run", profile="mini")
+    q = ev.eval_questions(2, 0)
+    ids = sorted({f"test-img{i}" for i in q.image_id})
+    EmbeddingShards(run.path("emb", "image_test"), dim=6).write(0, (ids, np.random.default_rng(0).standard_normal((len(ids), 6))))
+    lm, tok = tiny_llama(seed=3)
+    ck = tmp_path / "ck"; save_vlm(UnicornVLM.from_lm(lm, tok, emb_dim=6, k=1), ck, tok)
+    (ck / "train_config.json").write_text(json.dumps({"config": {"method": "unicorn_code"}}))
+    calls = []
+    real = ev.evaluate_vlm
+    monkeypatch.setattr(ev, "evaluate_vlm", lambda *a, **k: calls.append(list(a[4])) or real(*a, **k))
+    r1 = ev.evaluate_checkpoint(run, ck, q, modes=["likelihood"], verbose=False)
+    r2 = ev.evaluate_checkpoint(run, ck, q, modes=["likelihood", "generate"], verbose=False)
+    r3 = ev.evaluate_checkpoint(run, ck, q, modes=["generate"], verbose=False)
+    assert calls == [["likelihood"], ["likelihood"], ["generate"], ["generate"]]     # raw + centred, then only the new mode
+    assert r1["raw"]["likelihood"] == r2["raw"]["likelihood"] and set(r3["centred"]) == {"generate"}
+    assert (ck / "preds_centred_generate.csv").exists() and (ck / "preds_raw_likelihood.csv").exists()

@@ -149,30 +149,36 @@ def evaluate_vlm(vlm: UnicornVLM, tok, questions: pd.DataFrame, image_emb: np.nd
 # %% ../nbs/33_eval.ipynb #e85e2f1a
 def evaluate_checkpoint(run: RunFolder, ckpt: Path | str, questions: pd.DataFrame, centers=(False, True),
                         modes=("likelihood", "generate"), lm=None, batch_size: int = 32, verbose: bool = True) -> dict:
-    "Evaluate checkpoint `ckpt` on `questions` with and without test-time centring; cached in `ckpt/eval.json`."
+    """Evaluate checkpoint `ckpt` on `questions` with and without test-time centring: `{centring: {mode: metrics}}`.
+    Cached per centring and mode in `ckpt/eval.json` (predictions in `preds_<centring>_<mode>.csv`), so callers asking
+    for different modes reuse each other's work."""
     ckpt = Path(ckpt)
     cache = ckpt / "eval.json"
-    key = {"qids_sha": pd.util.hash_pandas_object(questions.qid, index=False).sum().item(), "modes": list(modes)}
+    key = {"qids_sha": pd.util.hash_pandas_object(questions.qid, index=False).sum().item()}
     res = json.loads(cache.read_text()) if cache.exists() else {}
-    if res.get("key") != key: res = {"key": key}
+    if res.get("key", {}).get("qids_sha") != key["qids_sha"]: res = {}     # other questions: start again
+    res["key"] = key
     train = json.loads((ckpt / "train_config.json").read_text())
     blind = train["config"]["method"] == "blind"
     vlm, tok = None, None
     for c in ([False] if blind else centers):
         name = "centred" if c else "raw"
-        if name in res: continue
+        todo = [m for m in modes if m not in res.get(name, {})]
+        if not todo: continue
         if vlm is None:
             from transformers import AutoTokenizer
             vlm, tok = load_vlm(ckpt, lm=lm), AutoTokenizer.from_pretrained(ckpt / "tokenizer")
         emb = (np.zeros((len(questions), vlm.cfg.emb_dim), np.float32) if blind     # the blind model's constant input
                else test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], c))
-        preds, met = evaluate_vlm(vlm, tok, questions, emb, modes, batch_size)
-        res[name] = met
-        preds.to_csv(ckpt / f"preds_{name}.csv", index=False)
+        preds, met = evaluate_vlm(vlm, tok, questions, emb, todo, batch_size)
+        res[name] = res.get(name, {}) | met
+        for m in todo:
+            cols = list(questions.columns) + (["raw_generate"] if m == "generate" else []) + [f"pred_{m}"]
+            preds[cols].to_csv(ckpt / f"preds_{name}_{m}.csv", index=False)
         if verbose: print(f"[eval] {ckpt.name} {name}: " + ", ".join(f"{m} visual {v['visual']:.3f}" for m, v in met.items()))
     if blind: res["centred"] = res["raw"]      # no image: centring does not apply
     atomic_write_json(cache, res)
-    return res
+    return {name: {m: res[name][m] for m in modes} for name in ("raw", "centred")}
 
 # %% ../nbs/33_eval.ipynb #2177a2f1
 _ADAPTER = None
