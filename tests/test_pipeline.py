@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from unicorn.pipeline import STEPS, run_pipeline
+from unicorn.pipeline import STEPS, repo_root, run_pipeline
 
 def test_smoke_pipeline(tmp_path):
     run = run_pipeline("mini", tmp_path / "run", scale="smoke")
@@ -11,3 +11,15 @@ def test_smoke_pipeline(tmp_path):
     for s in STEPS:
         assert m["stages"][f"notebook:{s.notebook}"]["status"] == "done", s.notebook
         assert (tmp_path / "run" / "notebooks" / s.notebook).exists()
+
+def test_parameter_cells_parse(caplog):
+    "papermill reads every pipeline notebook's parameters cell (one `=` per line, or it logs 'Unable to parse' and drops the line)."
+    import nbformat
+    from papermill.translators import PythonTranslator
+    for s in STEPS:
+        nb = nbformat.read(repo_root() / "nbs" / s.notebook, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        caplog.clear()
+        params = {p.name for p in PythonTranslator.inspect(cell)}
+        assert not [r.message for r in caplog.records if "Unable to parse" in r.message], s.notebook
+        assert {"profile", "run_dir"} <= params, (s.notebook, sorted(params))
