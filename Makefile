@@ -14,7 +14,7 @@ export MPLBACKEND := Agg
 RUN ?= runs/mini
 PROFILE ?= mini
 
-.PHONY: setup demo test export check-export nbtest pytest bench clean-nbs lab
+.PHONY: setup demo reproduce test export check-export nbtest pytest bench clean-nbs lab
 
 $(STAMP): requirements.txt setup.py settings.ini pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ $(STAMP): requirements.txt setup.py settings.ini pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN)
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo
+
+# every study and figure (the demo's steps are reused from the same run folder)
+reproduce: setup
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale full
 
 export: setup
 	$(BIN)/nbdev_export

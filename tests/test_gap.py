@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from unicorn.gap import (gap_vector, paired_cosine, retrieval_at_k, cross_modal_retrieval, modality_separability,
-                         transfer_table, cluster_gap_table, centre_by_cluster)
+                         transfer_table, cluster_gap_table, centre_by_cluster, apply_gap_shift, gap_shift_for, shifted_gap)
 from unicorn.transfer import l2norm
 
 
@@ -37,3 +37,43 @@ def test_cluster_gaps():
 
 def test_shape_mismatch_refused():
     with pytest.raises(ValueError, match="equal"): paired_cosine(np.ones((2, 3)), np.ones((3, 3)))
+
+
+def _two_cones(seed=0, n=400, d=24, off=0.3):
+    "Paired unit vectors sharing content in a cone around e0, image and text offset by ±off along e1 (a small gap)."
+    r = np.random.default_rng(seed); c = r.normal(size=(n, d)) + 3 * np.eye(d)[0]
+    return (l2norm(c + off * np.eye(d)[1] + .2 * r.normal(size=(n, d))),
+            l2norm(c - off * np.eye(d)[1] + .2 * r.normal(size=(n, d))))
+
+
+def test_apply_gap_shift_is_mind_the_gap_formula():
+    x = np.array([[1., 0.], [0., 1.]]); d = np.array([.5, -.5])
+    np.testing.assert_allclose(apply_gap_shift(x, "image", d, 2.0), l2norm(x - 2 * d))      # Norm(x - λΔ)
+    np.testing.assert_allclose(apply_gap_shift(x, "text", d, 2.0), l2norm(x + 2 * d))       # Norm(y + λΔ)
+    np.testing.assert_allclose(apply_gap_shift(3 * x, "text", d, 0.0), x)                   # λ = 0: identity (normalised)
+    assert apply_gap_shift(x.astype(np.float32), "image", d, 1.0).dtype == np.float32
+    with pytest.raises(ValueError, match="modality"): apply_gap_shift(x, "video", d, 1.0)
+
+
+@pytest.mark.parametrize("target", [0.01, 0.1, 0.5, 0.82, 1.0, 1.5])
+def test_gap_shift_for_reaches_target(target):
+    img, txt = _two_cones()
+    d, lam = gap_shift_for(img, txt, target)
+    np.testing.assert_allclose(d, gap_vector(img, txt))
+    g0 = np.linalg.norm(d)
+    assert (lam < 0) == (target > g0)                                                      # λ < 0 widens
+    si, st = apply_gap_shift(img, "image", d, lam), apply_gap_shift(txt, "text", d, lam)
+    assert abs(np.linalg.norm(gap_vector(si, st)) - target) < 1e-3
+    np.testing.assert_allclose(np.linalg.norm(si, axis=1), 1, atol=1e-9)
+
+
+def test_gap_shift_for_native_and_limits():
+    img, txt = _two_cones(1)
+    g0 = np.linalg.norm(gap_vector(img, txt))
+    assert gap_shift_for(img, txt, g0)[1] == 0.0
+    np.testing.assert_allclose(shifted_gap(img, txt, gap_vector(img, txt), 0.0), gap_vector(img, txt))
+    with pytest.warns(UserWarning, match="smallest reachable gap"):                         # exactly 0 is not reachable
+        d, lam = gap_shift_for(img, txt, 0.0)
+    assert np.linalg.norm(shifted_gap(img, txt, d, lam)) < 0.01
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"): gap_shift_for(img, txt, 2.5)
+    with pytest.raises(ValueError, match="same centre"): gap_shift_for(img, img, 0.5)

@@ -4,8 +4,8 @@
 
 # %% ../nbs/20_encoders.ipynb #99769e75
 from __future__ import annotations
-import json, math, os, time
-from dataclasses import dataclass, asdict
+import copy, json, math, os, time
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .runs import EmbeddingShards, map_shards, atomic_write_json, atomic_write_bytes
+from .gap import gap_vector, gap_shift_for, apply_gap_shift, shifted_gap, gap_metrics
 
 # %% auto #0
 __all__ = ['MINICL_TEMPLATES', 'to_pil', 'Encoder', 'HFDualEncoder', 'load_hf_dual_encoder', 'OpenCLIPEncoder', 'load_open_clip',
            'LLM2CLIPEncoder', 'load_llm2clip', 'MiniCLConfig', 'ImageTower', 'MiniCL', 'images_to_tensor', 'augment',
-           'label_aware_clip_loss', 'minicl_label_captions', 'train_minicl', 'MiniCLEncoder', 'save_minicl',
-           'load_minicl', 'label_retrieval', 'load_encoder', 'encode_to_shards']
+           'label_aware_clip_loss', 'minicl_label_captions', 'minicl_train_pairs', 'set_minicl_gap', 'train_minicl',
+           'MiniCLEncoder', 'save_minicl', 'load_minicl', 'label_retrieval', 'label_pair_gap', 'load_encoder',
+           'encode_to_shards']
 
 # %% ../nbs/20_encoders.ipynb #b754363c
 def to_pil(x):
@@ -149,6 +151,7 @@ class MiniCLConfig:
     shift: int = 6
     seed: int = 0
     max_train_images: int | None = None     # None = every labelled train image
+    gap_target: float | None = 0.82         # modality gap set after training (CLIP ViT-B/32's); None = minicl's native gap
 
 class ImageTower(nn.Module):
     "minicl's image tower: a small CNN with average+max pooling and an MLP head."
@@ -170,6 +173,8 @@ class MiniCL(nn.Module):
         self.image = ImageTower(cfg.dim, cfg.width)
         self.text_head = nn.Sequential(nn.Linear(384, 512), nn.GELU(), nn.Linear(512, cfg.dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.register_buffer("gap_direction", torch.zeros(cfg.dim))    # Mind the Gap's Δ_gap on the train pairs
+        self.register_buffer("gap_lam", torch.zeros(()))                # its λ; 0 = no shift (the native gap)
 
 def images_to_tensor(x) -> torch.Tensor:
     "uint8 [n, h, w, 3] (64×64) -> float [n, 3, h, w] in [-1, 1]."
@@ -213,6 +218,32 @@ def _labelled_images(split: str, n: int | None = None, seed: int = 0):
     df = df.reset_index(drop=True)
     return df, load_image_array(df.image_path), torch.tensor([li[(s, c)] for s, c in zip(df["shape"], df["color"])])
 
+# %% ../nbs/20_encoders.ipynb #4b213c21
+def _native_embed(model: MiniCL, X: torch.Tensor, T0: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    "minicl's unshifted, normalised embeddings of image tensors `X` and MiniLM embeddings `T0` (float64)."
+    model.eval(); dev = model.logit_scale.device
+    with torch.no_grad():
+        v = torch.cat([model.image(X[i:i + batch_size].to(dev)).cpu() for i in range(0, len(X), batch_size)])
+        t = model.text_head(T0.to(dev)).cpu()
+    return F.normalize(v, dim=-1).double().numpy(), F.normalize(t, dim=-1).double().numpy()
+
+def minicl_train_pairs(model: MiniCL) -> tuple[np.ndarray, np.ndarray]:
+    "Native embeddings of minicl's train pairs: each labelled train image (as trained on) and its 'a {colour} {shape}'."
+    labels, texts = minicl_label_captions()
+    _, X, y = _labelled_images("train", model.cfg.max_train_images, model.cfg.seed)
+    T0 = _minilm_embed(texts[::len(MINICL_TEMPLATES)])               # the first template, "a {c} {s}", per label
+    return _native_embed(model, images_to_tensor(X), T0[y])
+
+def set_minicl_gap(model: MiniCL, img, txt, target: float | None) -> dict:
+    "Solve Mind the Gap's shift for gap `target` (None = native) on native pairs (`img`, `txt`); store it in `model`."
+    d, lam = (gap_vector(img, txt), 0.0) if target is None else gap_shift_for(img, txt, target)
+    model.gap_direction.copy_(torch.as_tensor(d, dtype=torch.float32)); model.gap_lam.fill_(lam)
+    model.cfg = replace(model.cfg, gap_target=target)
+    got = shifted_gap(img, txt, model.gap_direction.double().numpy(), float(model.gap_lam))
+    return {"target": target, "lam": round(float(model.gap_lam), 6), "native": round(float(np.linalg.norm(d)), 6),
+            "shifted": round(float(np.linalg.norm(got)), 6), "pairs": len(img)}
+
+# %% ../nbs/20_encoders.ipynb #b8256f0a
 def train_minicl(cfg: MiniCLConfig = MiniCLConfig(), progress: bool = True) -> tuple[MiniCL, dict]:
     "Train minicl (a stand-in for CLIP) on easy-VQA train image–caption pairs; returns the model and a log."
     torch.manual_seed(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
@@ -234,14 +265,34 @@ def train_minicl(cfg: MiniCLConfig = MiniCLConfig(), progress: bool = True) -> t
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         log["loss"].append(round(loss.item(), 4))
     log.update(train_s=round(time.time() - t0, 2), steps=cfg.n_steps, temperature=round(1 / model.logit_scale.exp().item(), 4))
+    log["gap_train"] = set_minicl_gap(model, *_native_embed(model, X, T[y, 0]), cfg.gap_target)   # train pairs, template 0
     return model.eval(), log
 
 # %% ../nbs/20_encoders.ipynb #9f26753d
 class MiniCLEncoder(Encoder):
-    "minicl (a stand-in for CLIP) behind the `Encoder` interface: MiniLM + head for text, the CNN for 64×64 images."
+    "minicl (a stand-in for CLIP) behind the `Encoder` interface, every embedding moved by the model's stored gap shift."
     name = "minicl (a stand-in for CLIP)"
     def __init__(self, model: MiniCL, device: str = "cpu"):
         self.model, self.device, self.dim = model.eval().to(device), device, model.cfg.dim
+        g = model.cfg.gap_target
+        self.name = type(self).name + (", native gap" if g is None else f", gap {g:g}")
+        self._pairs = None                                             # native train-pair embeddings, for `with_gap`
+    @property
+    def gap_shift(self) -> tuple[np.ndarray, float]:
+        "(direction, λ) of the stored Mind the Gap shift (λ = 0: none)."
+        return self.model.gap_direction.double().cpu().numpy(), float(self.model.gap_lam)
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        "L2-normalised text embeddings [n, dim] (float32), Norm(t + λΔ)."
+        return apply_gap_shift(super().encode_text(texts, batch_size, progress), "text", *self.gap_shift)
+    def encode_image(self, images: Sequence, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        "L2-normalised image embeddings [n, dim] (float32), Norm(v - λΔ)."
+        return apply_gap_shift(super().encode_image(images, batch_size, progress), "image", *self.gap_shift)
+    def with_gap(self, target: float | None) -> "MiniCLEncoder":
+        "A copy of this encoder (same weights) whose shift is re-solved on minicl's train pairs for gap `target` (None = native)."
+        if self._pairs is None: self._pairs = minicl_train_pairs(self.model)
+        m = copy.deepcopy(self.model).cpu(); set_minicl_gap(m, *self._pairs, target)
+        out = type(self)(m, self.device); out._pairs = self._pairs
+        return out
     def _text(self, texts): return self.model.text_head(_minilm_embed(texts).to(self.device))
     def _image(self, images):
         arr = np.stack([np.asarray(to_pil(x).resize((64, 64))) if not (isinstance(x, np.ndarray) and x.shape[:2] == (64, 64))
@@ -263,21 +314,39 @@ def load_minicl(folder, device: str = "cpu") -> MiniCLEncoder:
     folder = Path(folder)
     if not (folder / "model.safetensors").exists(): raise FileNotFoundError(f"{folder}: no minicl checkpoint (run 20_encoders)")
     cfg = json.loads((folder / "config.json").read_text()); cfg.pop("architecture", None)
-    model = MiniCL(MiniCLConfig(**cfg)); model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    sd = load_file(str(folder / "model.safetensors"))
+    if "gap_lam" not in sd: cfg["gap_target"] = None                 # saved before the gap knob: native gap
+    model = MiniCL(MiniCLConfig(**cfg))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected or set(missing) - {"gap_direction", "gap_lam"}: raise KeyError(f"{folder}: missing {missing}, unexpected {unexpected}")
     return MiniCLEncoder(model, device)
 
-# %% ../nbs/20_encoders.ipynb #44c2d68e
-def label_retrieval(enc: Encoder, split: str = "test", n: int | None = None, progress: bool = False) -> dict:
-    "Zero-shot shape / colour / joint accuracy of `enc` on easy-VQA `split` images against the 24 label captions."
-    labels, texts = minicl_label_captions()
-    _, X, y = _labelled_images(split, n)
-    t = enc.encode_text(texts, progress=progress).reshape(len(labels), len(MINICL_TEMPLATES), -1).mean(1)
-    t /= np.linalg.norm(t, axis=1, keepdims=True)
-    pred = (enc.encode_image(list(X), batch_size=256, progress=progress) @ t.T).argmax(1)
-    ps, ts = [labels[i] for i in pred], [labels[i] for i in y.tolist()]
-    return {"split": split, "images": len(ts), "shape_acc": float(np.mean([a[0] == b[0] for a, b in zip(ps, ts)])),
+# %% ../nbs/20_encoders.ipynb #36df5a89
+def _label_acc(v: np.ndarray, t: np.ndarray, y, labels) -> dict:
+    "Shape / colour / joint accuracy of images `v` (labels `y`) against template-averaged label caption embeddings `t`."
+    t = t.reshape(len(labels), len(MINICL_TEMPLATES), -1).mean(1)
+    t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    ps, ts = [labels[i] for i in (v @ t.T).argmax(1)], [labels[i] for i in np.asarray(y).tolist()]
+    return {"shape_acc": float(np.mean([a[0] == b[0] for a, b in zip(ps, ts)])),
             "colour_acc": float(np.mean([a[1] == b[1] for a, b in zip(ps, ts)])),
             "joint_acc": float(np.mean([a == b for a, b in zip(ps, ts)])), "chance_joint": 1 / len(labels)}
+
+def _encode_labelled(enc: Encoder, split: str, n: int | None, progress: bool):
+    "(labels, label-caption embeddings [24·templates, d], image embeddings of `split`, their label indices)."
+    labels, texts = minicl_label_captions()
+    _, X, y = _labelled_images(split, n)
+    return labels, enc.encode_text(texts, progress=progress), enc.encode_image(list(X), batch_size=256, progress=progress), y.numpy()
+
+def label_retrieval(enc: Encoder, split: str = "test", n: int | None = None, progress: bool = False) -> dict:
+    "Zero-shot shape / colour / joint accuracy of `enc` on easy-VQA `split` images against the 24 label captions."
+    labels, t, v, y = _encode_labelled(enc, split, n, progress)
+    return {"split": split, "images": len(y), **_label_acc(v, t, y, labels)}
+
+def label_pair_gap(enc: Encoder, split: str = "test", n: int | None = None, progress: bool = False) -> dict:
+    "`gap_metrics` of `split` images vs their 'a {colour} {shape}' captions, with `label_retrieval`'s accuracies."
+    labels, t, v, y = _encode_labelled(enc, split, n, progress)
+    t0 = t.reshape(len(labels), len(MINICL_TEMPLATES), -1)[:, 0]      # "a {c} {s}"
+    return {"split": split, "images": len(y), **gap_metrics(v, t0[y], labels=y), **_label_acc(v, t, y, labels)}
 
 # %% ../nbs/20_encoders.ipynb #e21d05df
 def load_encoder(name: str, device: str = "cpu", **kw) -> Encoder:

@@ -16,11 +16,13 @@ from .config import resolve_config, config_dict
 from .runs import RunFolder, atomic_write_json
 from .vlm import UnicornVLM, expand_image_tokens, image_token_id, load_vlm
 from .vlm_data import EmbeddingIndex, SYSTEM_PROMPT, vqa_prompt
+from .prefix_cache import PrefixCache, batch_cache, split_at_image, shared_prefix_cache
 
 # %% auto #0
-__all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers', 'normalize_answer',
-           'generate_answers', 'eval_questions', 'type_shares', 'accuracy_table', 'test_image_embeddings',
-           'evaluate_vlm', 'evaluate_checkpoint', 'register_lmms_adapter', 'EvalConfig']
+__all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers', 'rank_answers_cached',
+           'normalize_answer', 'generate_answers', 'eval_questions', 'type_shares', 'accuracy_table',
+           'bootstrap_interval', 'verdict', 'test_image_embeddings', 'evaluate_vlm', 'evaluate_checkpoint',
+           'register_lmms_adapter', 'EvalConfig']
 
 # %% ../nbs/33_eval.ipynb #0d8fbe98
 def prompt_ids(tok, user_text: str, k: int = 1, system: str | None = SYSTEM_PROMPT) -> list[int]:
@@ -71,6 +73,54 @@ def rank_answers(vlm: UnicornVLM, tok, prompts: list[list[int]], answers: list[s
             out[:, a] = score_continuations(vlm, prompts, [ai] * len(prompts), image_emb, tok.pad_token_id, batch_size)[0]
     return out
 
+# %% ../nbs/33_eval.ipynb #31fa60a7
+def _expand_cache(kv, times: int):
+    "A `DynamicCache` with every row of `kv` repeated `times` times (row-major: row b's copies are adjacent)."
+    from transformers import DynamicCache
+    return DynamicCache([(l.keys.repeat_interleave(times, 0), l.values.repeat_interleave(times, 0)) for l in kv.layers])
+
+@torch.no_grad()
+def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evaluation needs no gradient)
+                        tok,                            # its tokenizer
+                        cache: PrefixCache,             # prefix keys/values of `vlm.lm`
+                        prompts: list[list[int]],       # prompt token ids, ending with the assistant header
+                        answers: list[str],             # the candidate answers
+                        image_emb=None,                 # one embedding row per prompt (None: text only)
+                        batch_size: int = 64            # prompts per forward pass
+                       ) -> np.ndarray:
+    "Log-likelihood [n, len(answers)] of every answer after every prompt, like `rank_answers`, on the prefix cache."
+    a_ids = [tok(a, add_special_tokens=False).input_ids for a in answers]
+    multi = [j for j, a in enumerate(a_ids) if len(a) > 1]
+    T = max((len(a_ids[j]) - 1 for j in multi), default=0)
+    img, out = vlm.cfg.image_token_id, np.zeros((len(prompts), len(answers)))
+    for s in range(0, len(prompts), batch_size):
+        sp = [split_at_image(p, [-100] * len(p), img) for p in prompts[s:s + batch_size]]
+        B = len(sp)
+        kv, pmask, plen = batch_cache(cache, [x.prefix for x in sp])
+        slen = torch.tensor([len(x.suffix) for x in sp]); S = int(slen.max())
+        ids = torch.full((B, S), tok.pad_token_id, dtype=torch.long); smask = torch.zeros_like(ids)
+        for b, x in enumerate(sp): ids[b, :len(x.suffix)] = torch.tensor(x.suffix); smask[b, :len(x.suffix)] = 1
+        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + B]), dtype=torch.float32)
+        keep = torch.unique(slen - 1)                                     # the last real position of each row
+        o = vlm(ids, attention_mask=torch.cat([pmask, smask], 1), position_ids=plen[:, None] + torch.arange(S),
+                image_emb=emb, past_key_values=kv, use_cache=True, logits_to_keep=keep)
+        last = o.logits[torch.arange(B), torch.searchsorted(keep, slen - 1)].float().log_softmax(-1)
+        out[s:s + B] = last[:, [a[0] for a in a_ids]].numpy()
+        if not multi: continue
+        # the later tokens of multi-token answers: one step of T tokens over the cache, one row per (prompt, answer)
+        M = len(multi)
+        cont = torch.full((B * M, T), tok.pad_token_id, dtype=torch.long); cmask = torch.zeros_like(cont)
+        for r in range(B * M):
+            a = a_ids[multi[r % M]][:-1]; cont[r, :len(a)] = torch.tensor(a); cmask[r, :len(a)] = 1
+        mask = torch.cat([torch.cat([pmask, smask], 1).repeat_interleave(M, 0), cmask], 1)
+        pos = (plen + slen).repeat_interleave(M)[:, None] + torch.arange(T)
+        lp = vlm.lm(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=_expand_cache(o.past_key_values, M)
+                    ).logits.float().log_softmax(-1)
+        for r in range(B * M):
+            b, j = divmod(r, M); a = a_ids[multi[j]]
+            out[s + b, multi[j]] += float(lp[r, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum())
+    return out
+
 # %% ../nbs/33_eval.ipynb #2b6a7547
 def normalize_answer(s: str) -> str:
     "Lower-case first word of `s` without punctuation (exact-match normal form)."
@@ -116,6 +166,35 @@ def accuracy_table(preds: pd.DataFrame, col: str, shares: dict | None = None) ->
     out["n"] = int(len(preds))
     return out
 
+# %% ../nbs/33_eval.ipynb #b33f418e
+def bootstrap_interval(a: np.ndarray,                 # correct (1) / wrong (0), [seeds, questions]
+                       b: np.ndarray | None = None,   # a second condition on the same questions: interval of mean(a) − mean(b)
+                       n_boot: int = 2000,            # bootstrap replicates
+                       level: float = 0.95,           # coverage
+                       seed: int = 0                  # the resampling's random seed
+                      ) -> tuple[float, float, float]:
+    "`(estimate, low, high)`: mean accuracy of `a` (or the difference to `b`) with a bootstrap interval over seeds and questions."
+    a = np.atleast_2d(np.asarray(a, np.float64)); d = a if b is None else None
+    if b is not None:
+        b = np.atleast_2d(np.asarray(b, np.float64))
+        if a.shape[1] != b.shape[1]: raise ValueError(f"paired conditions need the same questions, got {a.shape[1]} and {b.shape[1]}")
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(a.shape[1], np.full(a.shape[1], 1 / a.shape[1]), size=n_boot) / a.shape[1]   # question weights [R, Q]
+    def draws(x):                                     # [R]: mean over resampled seeds of each seed's weighted accuracy
+        S = rng.integers(0, len(x), size=(n_boot, len(x)))
+        return np.take_along_axis((x @ W.T).T, S, 1).mean(1)
+    if b is None: est, reps = a.mean(), draws(a)
+    else:
+        state = rng.bit_generator.state; ra = draws(a); rng.bit_generator.state = state
+        rb = draws(b) if len(b) == len(a) else draws(b)                # same seed positions when the seed counts agree
+        est, reps = a.mean() - b.mean(), ra - rb
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return float(est), float(lo), float(hi)
+
+def verdict(low: float, high: float) -> str:
+    "How a difference's interval reads: 'higher', 'lower', or 'no difference measured' when it contains 0."
+    return "higher" if low > 0 else "lower" if high < 0 else "no difference measured"
+
 # %% ../nbs/33_eval.ipynb #f054ada6
 def test_image_embeddings(run: RunFolder, image_ids: list[str], center: bool) -> np.ndarray:
     "Real test-image embeddings of `image_ids`, centred by the whole test set's mean if `center`."
@@ -131,13 +210,13 @@ def evaluate_vlm(vlm: UnicornVLM, tok, questions: pd.DataFrame, image_emb: np.nd
     "Predictions per question (`pred_likelihood`, `pred_generate`) and accuracy tables per mode."
     from unicorn.packaged import easyvqa_answers
     use_image = image_emb is not None
-    ps = [prompt_ids(tok, vqa_prompt(q, use_image), vlm.cfg.k if use_image else 1) for q in questions.question]
+    ps = [prompt_ids(tok, vqa_prompt(q, use_image, vlm.cfg.image_position), vlm.cfg.k if use_image else 1) for q in questions.question]
     preds, metrics, shares = questions.copy(), {}, type_shares()
     for mode in modes:
         t0 = time.time()
         if mode == "likelihood":
             answers = easyvqa_answers()
-            lp = rank_answers(vlm, tok, ps, answers, image_emb, batch_size)
+            lp = rank_answers_cached(vlm, tok, shared_prefix_cache(vlm.lm, inference_only=True), ps, answers, image_emb, batch_size)
             preds["pred_likelihood"] = [answers[i] for i in lp.argmax(1)]
         elif mode == "generate":
             preds["raw_generate"] = generate_answers(vlm, tok, ps, image_emb, max_new_tokens, batch_size)
@@ -252,8 +331,8 @@ def register_lmms_adapter():
 @dataclass(frozen=True)
 class EvalConfig:
     "Evaluation settings."
-    n_per_type: int = 100          # questions per type in the fixed test subsample (0 = all 9,673)
+    n_per_type: int = 300          # questions per type in the fixed test subsample (0 = all 9,673); 300 -> 600 visual
     eval_seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 64
 
 EVAL_PRESETS = {"mini": EvalConfig(), "paper": EvalConfig(n_per_type=0, batch_size=64)}

@@ -13,8 +13,9 @@ import pandas as pd
 from .transfer import l2norm, apply_transfer, prepare_images, shift_unicorn_code, TRANSFER_METHODS
 
 # %% auto #0
-__all__ = ['gap_vector', 'paired_cosine', 'retrieval_at_k', 'cross_modal_retrieval', 'modality_separability', 'gap_metrics',
-           'transfer_table', 'cluster_gap_table', 'centre_by_cluster', 'caption_pairs', 'label_pairs_test']
+__all__ = ['gap_vector', 'paired_cosine', 'apply_gap_shift', 'shifted_gap', 'gap_shift_for', 'gap_sweep', 'retrieval_at_k',
+           'cross_modal_retrieval', 'modality_separability', 'gap_metrics', 'transfer_table', 'cluster_gap_table',
+           'centre_by_cluster', 'caption_pairs', 'label_pairs_test']
 
 # %% ../nbs/22_gap.ipynb #3d2c0e8b
 def _pair_check(img, txt) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +34,61 @@ def paired_cosine(img, txt) -> float:
     "Mean cosine between row i of `img` and row i of `txt`."
     img, txt = _pair_check(img, txt)
     return float((l2norm(img) * l2norm(txt)).sum(1).mean())
+
+# %% ../nbs/22_gap.ipynb #69b90b32
+def apply_gap_shift(x, modality: str, direction, lam: float) -> np.ndarray:
+    "Mind the Gap §4.2: Norm(x - lam·direction) for images, Norm(x + lam·direction) for texts (x's float dtype kept)."
+    if modality not in ("image", "text"): raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    x = np.asarray(x); dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+    if not lam: return l2norm(x.astype(dt, copy=False))
+    s = -lam if modality == "image" else lam
+    return l2norm(x.astype(np.float64) + s * np.asarray(direction, np.float64)).astype(dt)
+
+def shifted_gap(img, txt, direction, lam: float) -> np.ndarray:
+    "The gap vector of a paired set after `apply_gap_shift` by `lam` along `direction`."
+    return gap_vector(apply_gap_shift(img, "image", direction, lam), apply_gap_shift(txt, "text", direction, lam))
+
+def _bisect(f, lo: float, hi: float, iters: int = 200) -> float:
+    "A root of f on [lo, hi] (f(lo), f(hi) of opposite signs), by bisection to float precision."
+    flo = f(lo)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi): break
+        fm = f(mid)
+        if (fm > 0) == (flo > 0): lo, flo = mid, fm
+        else: hi = mid
+    return (lo + hi) / 2
+
+def gap_shift_for(img, txt, target: float) -> tuple[np.ndarray, float]:
+    "(direction, lam): the gap vector of the paired set and the λ of `apply_gap_shift` that makes its gap norm `target`."
+    img, txt = l2norm(np.asarray(img, np.float64)), l2norm(np.asarray(txt, np.float64))
+    if img.ndim != 2 or img.shape[1:] != txt.shape[1:]: raise ValueError(f"need [n, d] and [m, d], got {img.shape}, {txt.shape}")
+    d = gap_vector(img, txt); g0 = float(np.linalg.norm(d))
+    if not 0 <= target < 2: raise ValueError(f"target gap must be in [0, 2), got {target}")
+    if g0 == 0: raise ValueError("the two modalities have the same centre: no gap direction to move along")
+    g = lambda lam: float(np.linalg.norm(shifted_gap(img, txt, d, lam))) - target
+    if abs(target - g0) < 1e-12: return d, 0.0
+    if target > g0:                                          # widen: λ < 0
+        lo = -1.0
+        while g(lo) < 0:
+            lo *= 2
+            if lo < -1e12: raise ValueError(f"target gap {target} not reached")
+        return d, _bisect(g, lo, 0.0)
+    along = lambda lam: float(shifted_gap(img, txt, d, lam) @ d) / g0    # signed gap along the native direction
+    hi = 1.0
+    while along(hi) > 0: hi *= 2
+    star = _bisect(along, 0.0, hi)
+    if g(star) > 0:
+        import warnings
+        warnings.warn(f"target gap {target} is below the smallest reachable gap {g(star) + target:.4g}; returning that")
+        return d, star
+    return d, _bisect(g, 0.0, star)
+
+# %% ../nbs/22_gap.ipynb #9a4c052f
+def gap_sweep(enc, targets, split: str = "test", n: int | None = None) -> pd.DataFrame:
+    "Per target gap (None = native): `label_pair_gap` of `enc.with_gap(target)` on easy-VQA `split` (first `n` images)."
+    from unicorn.encoders import label_pair_gap
+    return pd.DataFrame([{"target": t, **label_pair_gap(enc.with_gap(t), split, n)} for t in targets])
 
 # %% ../nbs/22_gap.ipynb #5e2e5569
 def retrieval_at_k(queries, keys, q_labels=None, k_labels=None, ks=(1, 5)) -> dict:

@@ -12,39 +12,48 @@ from .config import check_profile
 from .runs import RunFolder
 
 # %% auto #0
-__all__ = ['STEPS', 'Step', 'repo_root', 'select_steps', 'run_pipeline', 'save_figure', 'main']
+__all__ = ['STEPS', 'SCALES', 'Step', 'repo_root', 'resolve_run_dir', 'select_steps', 'step_params', 'eta_s', 'timing_summary',
+           'run_pipeline', 'save_figure', 'main']
 
 # %% ../nbs/04_pipeline.ipynb #38e1fb85
 @dataclass(frozen=True)
 class Step:
-    "One pipeline notebook with the parameter overrides for the `smoke` scale (the `demo` scale uses the profile's values)."
+    """One pipeline notebook: its parameter overrides per scale (`demo=None`: not in the demo) and a wall-time estimate
+    in seconds on the 2-core machine, for the progress line's ETA until a run has measured it."""
     notebook: str
     smoke: dict = field(default_factory=dict)
+    demo: dict | None = field(default_factory=dict)
+    full: dict = field(default_factory=dict)
+    est_s: float = 60.0
 
-_VLM_SMOKE = {"pretrain_steps": 2, "sft_steps": 3, "batch_size": 4}   # 32, 33, 52 and 53 share these so checkpoints are reused
+_VLM_SMOKE = {"pretrain_steps": 2, "sft_steps": 3, "batch_size": 4}   # 32, 33, 52, 53 and 54 share these so checkpoints are reused
+_FULL_CONDITIONS = ["none", "unicorn_code", "unicorn_paper", "oracle", "c3", "real", "blind"]
 
 STEPS: list[Step] = [
-    # Unicorn Stages 1-2: text
-    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}),
-    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}),
-    Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200}),
-    # Unicorn Stage 3: encoders, modality transfer, gap metrics and studies
-    Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}),
-    Step("21_transfer.ipynb"),
-    Step("22_gap.ipynb"),
-    Step("50_study_gap_geometry.ipynb", {"max_pairs": 200}),
-    Step("51_study_domain_gap.ipynb"),
-    # SynthVLM and Synth2 (41 writes synthetic/synth2, a row of the shift ablation)
-    Step("40_synthvlm.ipynb", {"max_judge": 4, "n_tiny_demo": 2}),
-    Step("41_synth2.ipynb", {"train_steps": 200, "n_generate": 0, "n_balanced": 12}),
-    # The VLM: train on synthetic embeddings, evaluate on real images, studies
-    Step("32_train.ipynb", _VLM_SMOKE),
-    Step("33_eval.ipynb", {**_VLM_SMOKE, "n_per_type": 6}),
-    Step("52_study_shift_ablation.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1,
-         "conditions": ["none", "unicorn_code", "real", "blind"], "llava_conditions": ["unicorn_code"]}),
+    # Unicorn Stages 1-2: text (the demo shows them on a few examples)
+    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, est_s=15),
+    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60),
+    Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
+         demo={"n_captions": 2, "n_compare": 1}, est_s=120),
+    # Unicorn Stage 3: encoder, modality transfer, gap metrics and studies
+    Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
+    Step("21_transfer.ipynb", est_s=20),
+    Step("22_gap.ipynb", est_s=40),
+    Step("50_study_gap_geometry.ipynb", {"max_pairs": 200}, demo=None, est_s=120),
+    Step("51_study_domain_gap.ipynb", demo=None, est_s=60),
+    # SynthVLM and Synth2
+    Step("40_synthvlm.ipynb", {"max_judge": 4, "n_tiny_demo": 2}, demo=None, est_s=120),
+    Step("41_synth2.ipynb", {"train_steps": 200, "n_generate": 0, "n_balanced": 12}, demo=None, est_s=120),
+    # The VLM: the headline (52: text-only vs no transfer vs real images vs blind) and the other studies
+    Step("52_study_shift_ablation.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
+         full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
+    Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None, est_s=1500),
+    Step("32_train.ipynb", _VLM_SMOKE, demo=None, est_s=200),
+    Step("33_eval.ipynb", {**_VLM_SMOKE, "n_per_type": 6}, demo=None, est_s=120),
     Step("53_study_sparse_dense.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "k_sft_steps": 2,
-         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}),
+         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, est_s=900),
 ]
+SCALES = ("demo", "full", "smoke")
 
 def repo_root() -> Path:
     "The repository root (the folder holding `settings.ini`), searched upwards from this file and the working folder."
@@ -53,40 +62,70 @@ def repo_root() -> Path:
             if (p / "settings.ini").exists() and (p / "nbs").is_dir(): return p
     raise FileNotFoundError("cannot find the unicorn repository root (a folder with settings.ini and nbs/)")
 
-# %% ../nbs/04_pipeline.ipynb #490e15f0
-def select_steps(only: list[str] | None = None, steps: list[Step] | None = None) -> list[Step]:
-    "The steps whose notebook name starts with one of `only` (all steps if `only` is empty)."
-    steps = STEPS if steps is None else steps
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    "`run_dir` made absolute against the repository root (so a notebook started in `nbs/` finds `make demo`'s `runs/mini`)."
+    p = Path(run_dir).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+# %% ../nbs/04_pipeline.ipynb #426d7baa
+def select_steps(only: list[str] | None = None, steps: list[Step] | None = None, scale: str = "full") -> list[Step]:
+    "The steps of `scale` whose notebook name starts with one of `only` (all of them if `only` is empty)."
+    steps = [s for s in (STEPS if steps is None else steps) if scale != "demo" or s.demo is not None]
     if not only: return list(steps)
     chosen = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
     unknown = [o for o in only if not any(s.notebook.startswith(o) for s in steps)]
-    if unknown: raise ValueError(f"no pipeline step matches {unknown}: steps are {[s.notebook for s in steps]}")
+    if unknown: raise ValueError(f"no {scale} pipeline step matches {unknown}: steps are {[s.notebook for s in steps]}")
     return chosen
 
-# %% ../nbs/04_pipeline.ipynb #26167459
+def step_params(step: Step, scale: str) -> dict:
+    "The papermill parameter overrides of `step` at `scale`."
+    if scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return {"demo": step.demo or {}, "full": step.full, "smoke": step.smoke}[scale]
+
+# %% ../nbs/04_pipeline.ipynb #6c635d46
+def eta_s(steps: list[Step], run: RunFolder) -> float:
+    "Estimated seconds for `steps`: each one's last measured wall time in `run`, else its `est_s`."
+    st = run.manifest().get("stages", {})
+    return sum(st.get(f"notebook:{s.notebook}", {}).get("wall_s") or s.est_s for s in steps)
+
+def timing_summary(run: RunFolder, steps: list[Step]) -> str:
+    "A table of each step's status and wall time in `run`, and the total."
+    st = run.manifest().get("stages", {})
+    rows = [(s.notebook, st.get(f"notebook:{s.notebook}", {}).get("status", "-"), st.get(f"notebook:{s.notebook}", {}).get("wall_s") or 0.0)
+            for s in steps]
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{n:<{w}}  {status:>7}  {t:7.1f} s" for n, status, t in rows]
+    return "\n".join(lines + [f"{'total':<{w}}  {'':>7}  {sum(r[2] for r in rows):7.1f} s  ({sum(r[2] for r in rows) / 60:.1f} min)"])
+
+# %% ../nbs/04_pipeline.ipynb #8fd399c0
 def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale: str = "demo",
                  only: list[str] | None = None, kernel: str = "python3", log_output: bool = False) -> RunFolder:
-    "Execute the pipeline notebooks with papermill into `run_dir`; returns the run folder."
+    "Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder."
     import papermill as pm
     check_profile(profile)
-    if scale not in ("demo", "smoke"): raise ValueError(f"scale must be 'demo' or 'smoke', got {scale!r}")
-    root = repo_root(); run_dir = Path(run_dir).resolve()
+    root = repo_root(); run_dir = resolve_run_dir(run_dir)
     run = RunFolder(run_dir, profile=profile)
     out_dir = run_dir / "notebooks"; out_dir.mkdir(parents=True, exist_ok=True)
-    for step in select_steps(only):
-        params = {"profile": profile, "run_dir": str(run_dir)}
-        if scale == "smoke": params.update(figures_dir=str(run_dir / "figures"), **step.smoke)
-        print(f"[pipeline] {step.notebook} {params}", flush=True)
+    steps, t_start = select_steps(only, scale=scale), time.time()
+    for i, step in enumerate(steps):
+        params = {"profile": profile, "run_dir": str(run_dir), **step_params(step, scale)}
+        if scale == "smoke": params["figures_dir"] = str(run_dir / "figures")     # tests never overwrite figures/
+        el = time.time() - t_start
+        print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {el / 60:.1f} min, "
+              f"about {eta_s(steps[i:], run) / 60:.1f} min left  {step_params(step, scale)}", flush=True)
         t0 = time.time()
         run.update_stage(f"notebook:{step.notebook}", status="running", params=params)
         try:
             pm.execute_notebook(str(root / "nbs" / step.notebook), str(out_dir / step.notebook), parameters=params,
                                 kernel_name=kernel, language="python", cwd=str(root / "nbs"), log_output=log_output, progress_bar=False)
         except Exception as e:
-            run.update_stage(f"notebook:{step.notebook}", status="failed", wall_s=round(time.time() - t0, 1),
-                             error=str(e)[-2000:])
+            run.update_stage(f"notebook:{step.notebook}", status="failed", wall_s=round(time.time() - t0, 1), error=str(e)[-2000:])
             raise
         run.update_stage(f"notebook:{step.notebook}", status="done", wall_s=round(time.time() - t0, 1))
+    summary = timing_summary(run, steps)
+    run.update_stage("timing", scale=scale, wall_s=round(time.time() - t_start, 1),
+                     steps={s.notebook: run.stage(f"notebook:{s.notebook}").get("wall_s") for s in steps})
+    print(f"[pipeline] {scale} done in {(time.time() - t_start) / 60:.1f} min\n{summary}", flush=True)
     return run
 
 # %% ../nbs/04_pipeline.ipynb #0c921033
@@ -105,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     "Command line: `python -m unicorn.pipeline --profile mini --run-dir runs/mini [--scale smoke] [--only 12 20]`."
     ap = argparse.ArgumentParser(description=__doc__ or "Run the unicorn pipeline notebooks with papermill.")
     ap.add_argument("--profile", default="mini"); ap.add_argument("--run-dir", default="runs/mini")
-    ap.add_argument("--scale", default="demo", choices=["demo", "smoke"])
+    ap.add_argument("--scale", default="demo", choices=list(SCALES), help="demo (~15 min), full (every study, ~90 min), smoke (tests)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all steps)")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     a = ap.parse_args(argv)

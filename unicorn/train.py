@@ -16,10 +16,12 @@ from .runs import JsonlShards, RunFolder, atomic_write_json
 from .vlm import UnicornVLM, set_trainable, save_vlm, load_vlm, n_trainable
 from .vlm_data import (EmbeddingIndex, VLMDataset, collate, caption_records, easyvqa_records, load_records,
                               IGNORE, RecordError)
+from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
-__all__ = ['PRESETS', 'SYNTHETIC', 'CONDITIONS', 'TrainConfig', 'cosine_lr', 'batch_indices', 'train_stage', 'ZeroIndex',
-           'condition_data', 'load_base_lm', 'condition_name', 'train_condition', 'main']
+__all__ = ['PRESETS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'TrainConfig', 'cosine_lr', 'batch_indices', 'train_stage',
+           'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
+           'train_condition', 'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
@@ -43,9 +45,16 @@ class TrainConfig:
     instruction_set: str = "easyvqa_text"   # "easyvqa_text" (control) or "llava" (Stage 2's conversations)
     save_every_steps: int = 0           # 0: only at the end of a stage
     seed: int = 0
+    image_position: str = "before_text" # "before_text" (LLaVA) or "after_text" (the question is a cached prefix, 31a)
+    prefix_cache: bool = False          # frozen LM only: compute the tokens before <image> once (31a); same loss
+    balance_qtypes: bool = False        # easyvqa_text: as many yes/no questions as the mean of shape and colour
+    num_threads: int = 0                # torch CPU threads (0: torch's default)
 
 PRESETS = {
-    "mini": TrainConfig(),
+    # The mini bench (measured in 52): frozen SmolLM2, the image token after the question so that the prompt before it
+    # is a cached prefix, question types balanced, 10 + 120 steps of 32 with the projector at lr 2e-3.
+    "mini": TrainConfig(pretrain_steps=10, sft_steps=120, batch_size=32, sft_lr=2e-3, image_position="after_text",
+                        prefix_cache=True, balance_qtypes=True),
     # Unicorn's public code: Meta-Llama-3-8B-Instruct, mlp2x_gelu, one embedding repeated 576 times; pre-train the
     # projector (lr 5e-4) then instruction-tune (lr 1e-5), 1 epoch each over Unicorn-1.2M / Unicorn-471K-Instruction.
     # The global batch of 128 is our choice (not verified in the paper): 1 epoch = 9,375 / 3,680 steps.
@@ -76,10 +85,17 @@ def batch_indices(n: int, micro: int, micro_bs: int, seed: int) -> list[int]:
 def _trainable_state(vlm) -> dict:
     return {n: p.detach().cpu().clone() for n, p in vlm.named_parameters() if p.requires_grad}
 
+def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: int) -> dict:
+    "A training batch: full right-padded sequences, or (with a prefix cache) the suffixes after each cached prefix."
+    if cache is None: return collate(items, pad_id)
+    embs = [it.get("image_emb") for it in items]
+    emb = torch.stack(embs).float() if all(e is not None for e in embs) else None
+    return collate_split([split_at_image(it["input_ids"], it["labels"], image_id) for it in items], cache, pad_id, emb)
+
 def train_stage(vlm: UnicornVLM, dataset: VLMDataset, steps: int, lr: float, batch_size: int = 16, grad_accum_steps: int = 1,
                 warmup_frac: float = 0.05, weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0,
                 ckpt_dir: Path | str | None = None, save_every_steps: int = 0, log_every: int = 10,
-                accelerator=None, stop_after: int | None = None, verbose: bool = True) -> dict:
+                accelerator=None, stop_after: int | None = None, verbose: bool = True, prefix_cache: PrefixCache | None = None) -> dict:
     "Train `vlm`'s trainable parameters on `dataset` for `steps` optimizer steps; resumes from `ckpt_dir/train_state.pt`."
     from accelerate import Accelerator
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
@@ -93,7 +109,7 @@ def train_stage(vlm: UnicornVLM, dataset: VLMDataset, steps: int, lr: float, bat
     state_path = Path(ckpt_dir) / "train_state.pt" if ckpt_dir else None
     start, log = 0, {"step": [], "loss": [], "lr": [], "samples_per_s": []}
     if state_path is not None and state_path.exists():                                  # resume
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=True)                 # tensors and numbers only: no code runs
         acc.unwrap_model(model).load_state_dict(st["params"], strict=False)
         opt.load_state_dict(st["opt"]); start, log = st["step"], st["log"]
         if verbose: acc.print(f"resumed at step {start} from {state_path}")
@@ -106,8 +122,8 @@ def train_stage(vlm: UnicornVLM, dataset: VLMDataset, steps: int, lr: float, bat
         for a in range(grad_accum_steps):
             idx = batch_indices(len(dataset), step * grad_accum_steps + a, micro_bs, seed)
             idx = idx[acc.process_index::acc.num_processes]                              # this process's slice
-            batch = collate([dataset[i] for i in idx], dataset.tok.pad_token_id)
-            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            batch = _batch([dataset[i] for i in idx], dataset.tok.pad_token_id, prefix_cache, acc.unwrap_model(model).cfg.image_token_id)
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = model(**batch).loss / grad_accum_steps
             if not torch.isfinite(loss): raise FloatingPointError(f"non-finite loss at step {step + 1} (samples {idx[:8]}...)")
             acc.backward(loss)
@@ -145,14 +161,38 @@ def _by_source(captions: list[dict]) -> dict:
         if c.get("source_image"): out.setdefault(c["source_image"], []).append(c["id"])
     return out
 
-def condition_data(run: RunFolder, method: str, instruction_set: str = "easyvqa_text", text_store: str = "text",
-                   max_llava: int | None = None, seed: int = 0) -> dict:
+TEXT_STORES = {"text": "synthetic", "seed_text": "synthetic_seed", "label_text_train": "synthetic_label_train"}
+
+def text_captions(run: RunFolder, text_store: str = "text") -> list[dict]:
+    """The captions behind `emb/<text_store>`: Stage 1's (`text`), their seeds (`seed_text`), or one seed caption per
+    labelled easy-VQA train image, id = the image id (`label_text_train`, encoded by 20_encoders)."""
+    if text_store not in TEXT_STORES: raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(TEXT_STORES)}")
+    if text_store == "label_text_train":
+        from unicorn.packaged import easyvqa_images
+        lab = easyvqa_images("train").dropna(subset=["shape", "color"])
+        return [{"id": i, "caption": f"a {c} {s}", "seed": f"a {c} {s}", "source_image": i}
+                for i, c, s in zip(lab.id, lab["color"], lab["shape"])]
+    caps = list(JsonlShards(run.path("captions")))
+    if not caps: raise FileNotFoundError(f"{run.path('captions')}: no captions (run Stage 1 first)")
+    return [c | {"caption": c["seed"]} for c in caps] if text_store == "seed_text" else caps   # sparse: the seed is the caption
+
+def balance_question_types(records: list[dict], seed: int = 0) -> list[dict]:
+    "`records` with yes/no questions subsampled to the mean count of shape and colour ones (easy-VQA train is 74 % yes/no)."
+    by = {t: [r for r in records if r.get("qtype") == t] for t in ("yes/no", "shape", "color")}
+    n = (len(by["shape"]) + len(by["color"])) // 2
+    if len(by["yes/no"]) <= n: return records
+    keep = set(np.random.default_rng(seed).choice(len(by["yes/no"]), n, replace=False).tolist())
+    yn = {id(r) for j, r in enumerate(by["yes/no"]) if j not in keep}
+    return [r for r in records if id(r) not in yn]
+
+def condition_data(run: RunFolder, method: str, cfg: TrainConfig, text_store: str = "text", max_llava: int | None = None) -> dict:
     "Pre-training and instruction records, the embedding index, and whether images are used, for condition `method`."
     if method not in CONDITIONS: raise ValueError(f"unknown condition {method!r}: choose one of {list(CONDITIONS)}")
     from unicorn.packaged import load_easyvqa
-    caps = list(JsonlShards(run.path("captions")))
-    if not caps: raise FileNotFoundError(f"{run.path('captions')}: no captions (run Stage 1 first)")
-    if text_store == "seed_text": caps = [c | {"caption": c["seed"]} for c in caps]    # sparse: the seed is the caption
+    caps = text_captions(run, text_store)
+    if text_store == "label_text_train" and method != "blind":      # only the images the run encoded (all, but a few at smoke scale)
+        have = EmbeddingIndex(run.path("emb", "image_train") if method == "real" else run.path(TEXT_STORES[text_store], method))
+        caps = [c for c in caps if c["id"] in have]
     src = _by_source(caps)
     if method == "real":
         index = EmbeddingIndex(run.path("emb", "image_train"))
@@ -163,17 +203,17 @@ def condition_data(run: RunFolder, method: str, instruction_set: str = "easyvqa_
         dim = EmbeddingIndex(run.path("emb", "image_train")).dim
         index, pt, image_of, remap = ZeroIndex(dim), [], {s: [s] for s in src}, None
     else:
-        sub = "synthetic" if text_store == "text" else f"synthetic_{text_store.replace('_text', '')}"
-        index = EmbeddingIndex(run.path(sub, method))
+        index = EmbeddingIndex(run.path(TEXT_STORES[text_store], method))
         pt, image_of, remap = caption_records(caps), src, None
-    if instruction_set == "easyvqa_text":
-        sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=seed)
-    elif instruction_set == "llava":
+    if cfg.instruction_set == "easyvqa_text":
+        sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=cfg.seed, image_position=cfg.image_position)
+        if cfg.balance_qtypes: sft = balance_question_types(sft, cfg.seed)
+    elif cfg.instruction_set == "llava":
         sft, bad = load_records(run.path("instructions", "llava.json"), on_error="skip")
         if remap is not None: sft = [r | {"image": remap.get(r.get("image"))} for r in sft if remap.get(r.get("image"))]
         dropped = len(bad)
         if max_llava: sft = sft[:max_llava]
-    else: raise ValueError(f"unknown instruction_set {instruction_set!r}: 'easyvqa_text' or 'llava'")
+    else: raise ValueError(f"unknown instruction_set {cfg.instruction_set!r}: 'easyvqa_text' or 'llava'")
     return {"pretrain": pt, "sft": sft, "index": index, "use_image": True, "dropped": dropped}
 
 # %% ../nbs/32_train.ipynb #38c40088
@@ -218,16 +258,19 @@ def train_condition(run: RunFolder, method: str, cfg: TrainConfig, text_store: s
     atomic_write_json(pending, key)
     lm, tok = load_base_lm(cfg)
     tok = copy.deepcopy(tok)
-    data = condition_data(run, method, cfg.instruction_set, text_store, seed=cfg.seed)
+    data = condition_data(run, method, cfg, text_store)
     if cfg.lm_mode != "frozen": lm = copy.deepcopy(lm)
     index = data["index"]
     vlm = UnicornVLM.from_lm(lm, tok, emb_dim=index.dim if index else 1, projector=cfg.projector, k=cfg.k,
-                             lm_source=f"packaged:{cfg.lm}" if cfg.lm == "smollm2" else "external", seed=cfg.seed)
+                             lm_source=f"packaged:{cfg.lm}" if cfg.lm == "smollm2" else "external", seed=cfg.seed,
+                             image_position=cfg.image_position)
     set_trainable(vlm, "frozen")
+    if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     t0, logs = time.time(), {}
     common = dict(batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps, warmup_frac=cfg.warmup_frac,
                   weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                  save_every_steps=cfg.save_every_steps, verbose=verbose, accelerator=accelerator)
+                  save_every_steps=cfg.save_every_steps, verbose=verbose, accelerator=accelerator,
+                  prefix_cache=shared_prefix_cache(lm) if cfg.prefix_cache and cfg.lm_mode == "frozen" else None)
     if cfg.pretrain_steps and data["use_image"] and data["pretrain"]:
         ds = VLMDataset(data["pretrain"], tok, index, template="plain", k=cfg.k, max_len=cfg.max_len)
         if verbose: print(f"[train] {name}: stage 1 on {len(ds)} captions")

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PROJECTORS', 'IMAGE_TOKEN', 'LM_MODES', 'build_projector', 'image_token_id', 'expand_image_tokens', 'VLMConfig',
-           'UnicornVLM', 'set_trainable', 'n_trainable', 'save_vlm', 'load_vlm']
+__all__ = ['PROJECTORS', 'IMAGE_TOKEN', 'IMAGE_POSITIONS', 'LM_MODES', 'build_projector', 'image_token_id', 'expand_image_tokens',
+           'VLMConfig', 'UnicornVLM', 'set_trainable', 'n_trainable', 'save_vlm', 'load_vlm']
 
 # %% ../nbs/30_vlm.ipynb #2692ceb4
 PROJECTORS = ("linear", "mlp2x_gelu")
@@ -26,11 +26,15 @@ def build_projector(name: str, emb_dim: int, hidden_size: int) -> nn.Module:
 
 # %% ../nbs/30_vlm.ipynb #965059a3
 IMAGE_TOKEN = "<image>"
+IMAGE_POSITIONS = ("before_text", "after_text")     # LLaVA's order, or the question first (the frozen-LM fast path, 31a)
 
 def image_token_id(tok) -> int:
     "Id of the `<image>` placeholder in `tok`, added as a special token if the tokenizer lacks it."
-    if IMAGE_TOKEN not in tok.get_vocab(): tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    i = tok.convert_tokens_to_ids(IMAGE_TOKEN)          # a dict look-up; `get_vocab()` builds all 49k entries (≈ 35 ms)
+    if i is None or i == tok.unk_token_id or tok.convert_ids_to_tokens(i) != IMAGE_TOKEN:
+        tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        i = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    return i
 
 def expand_image_tokens(ids: list[int], image_id: int, k: int) -> list[int]:
     "`ids` with each `<image>` id repeated `k` times (at most one placeholder per sequence)."
@@ -51,6 +55,7 @@ class VLMConfig:
     image_token_id: int = -1
     lm_source: str = "saved"     # "saved" (weights in lm/), "adapter" (LoRA in adapter/), or the frozen LM's name, e.g. "packaged:smollm2"
     base_lm: str = ""            # the base LM's name when it can be loaded by name (for frozen and LoRA checkpoints)
+    image_position: str = "before_text"   # where prompts put `<image>`: "before_text" (LLaVA) or "after_text" (see 31a)
 
 class UnicornVLM(nn.Module):
     "A causal LM with a projector that turns one image embedding into `k` visual tokens at the `<image>` positions."
@@ -59,11 +64,21 @@ class UnicornVLM(nn.Module):
         self.lm, self.cfg = lm, cfg
         self.projector = build_projector(cfg.projector, cfg.emb_dim, cfg.hidden_size)
     @classmethod
-    def from_lm(cls, lm, tok, emb_dim: int, projector: str = "mlp2x_gelu", k: int = 1, lm_source: str = "saved", seed: int = 0):
-        "A VLM over `lm` (its tokenizer `tok` gets `<image>`); the projector is initialised with `seed`."
+    def from_lm(cls,
+                lm,                                  # a causal LM (transformers)
+                tok,                                 # its tokenizer; gets `<image>` if it lacks it
+                emb_dim: int,                        # width of the image embeddings
+                projector: str = "mlp2x_gelu",       # one of `PROJECTORS`
+                k: int = 1,                          # visual tokens per image
+                lm_source: str = "saved",            # how a checkpoint gets its LM back (see `VLMConfig`)
+                seed: int = 0,                       # the projector's initialisation
+                image_position: str = "before_text"  # where prompts put `<image>`
+               ):
+        "A VLM over `lm`; the projector is initialised with `seed`."
+        if image_position not in IMAGE_POSITIONS: raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
         torch.manual_seed(seed)
         cfg = VLMConfig(emb_dim, lm.config.hidden_size, projector, k, image_token_id(tok), lm_source,
-                        lm_source if lm_source.startswith("packaged:") else "")
+                        lm_source if lm_source.startswith("packaged:") else "", image_position)
         return cls(lm, cfg)
     @property
     def device(self): return next(self.projector.parameters()).device

@@ -163,6 +163,7 @@ class VLMDataset(torch.utils.data.Dataset):
                  max_len: int = 512, use_image: bool = True, system: str | None = SYSTEM_PROMPT):
         self.records, self.tok, self.index, self.template, self.k = records, tok, index, template, k
         self.max_len, self.use_image, self.system = max_len, use_image, system
+        self.tokens, memo = [], {}          # tokenised once: records that share their text share one entry
         for n, r in enumerate(records):
             check_record(r, where=f"#{n}")
             if use_image:
@@ -170,10 +171,13 @@ class VLMDataset(torch.utils.data.Dataset):
                 if index is None or r["image"] not in index:
                     raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding"
                                       f" in {[str(x) for x in index.roots] if index is not None else 'no index'}")
+            key = tuple((t["from"], t["value"]) for t in r["conversations"])
+            if key not in memo: memo[key] = tokenize_record(tok, r, template, k, max_len, use_image, system)
+            self.tokens.append(memo[key])
     def __len__(self) -> int: return len(self.records)
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
-        out = tokenize_record(self.tok, r, self.template, self.k, self.max_len, self.use_image, self.system)
+        out = dict(self.tokens[i])
         out["image_emb"] = torch.from_numpy(self.index[r["image"]]) if self.use_image else None
         return out
 
@@ -195,9 +199,12 @@ def collate(batch: list[dict], pad_id: int) -> dict:
 # %% ../nbs/31_vlm_data.ipynb #18067ae0
 VQA_SUFFIX = "\nAnswer with one word."
 
-def vqa_prompt(question: str, use_image: bool = True) -> str:
-    "The user turn of an easy-VQA question (the same at training and test time)."
-    return (IMAGE_TOKEN + "\n" if use_image else "") + question.strip() + VQA_SUFFIX
+def vqa_prompt(question: str, use_image: bool = True, image_position: str = "before_text") -> str:
+    "The user turn of an easy-VQA question (the same at training and test time), `<image>` before or after the text."
+    if not use_image: return question.strip() + VQA_SUFFIX
+    if image_position == "after_text": return question.strip() + VQA_SUFFIX + "\n" + IMAGE_TOKEN
+    if image_position == "before_text": return IMAGE_TOKEN + "\n" + question.strip() + VQA_SUFFIX
+    raise ValueError(f"image_position must be 'before_text' or 'after_text', got {image_position!r}")
 
 def caption_records(captions: list[dict]) -> list[dict]:
     "Pre-training records: each caption as the answer to its own embedding (`image` = caption id)."
@@ -208,7 +215,7 @@ def caption_records(captions: list[dict]) -> list[dict]:
             {"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": c["caption"]}]})
     return out
 
-def easyvqa_records(questions, image_of: dict, seed: int = 0) -> tuple[list[dict], int]:
+def easyvqa_records(questions, image_of: dict, seed: int = 0, image_position: str = "before_text") -> tuple[list[dict], int]:
     "easy-VQA train questions as records whose `image` is `image_of[image id]` (a list: one picked per question); also the count dropped for lack of one."
     rng = np.random.default_rng(seed)
     out, dropped = [], 0
@@ -217,5 +224,5 @@ def easyvqa_records(questions, image_of: dict, seed: int = 0) -> tuple[list[dict
         if not opts: dropped += 1; continue
         img = opts[rng.integers(len(opts))] if isinstance(opts, (list, tuple)) else opts
         out.append({"id": q.qid, "image": img, "task_type": "easyvqa", "qtype": q.qtype, "conversations": [
-            {"from": "human", "value": vqa_prompt(q.question)}, {"from": "gpt", "value": q.answer}]})
+            {"from": "human", "value": vqa_prompt(q.question, True, image_position)}, {"from": "gpt", "value": q.answer}]})
     return out, dropped
