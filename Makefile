@@ -12,6 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 RUN ?= runs/mini
+RUN_FULL ?= runs/full
 PROFILE ?= mini
 
 .PHONY: setup demo reproduce test export check-export nbtest pytest bench clean-nbs lab
@@ -31,9 +32,9 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo
 
-# every study and figure (the demo's steps are reused from the same run folder)
+# every study and figure, in its own run folder (its stages use larger settings than the demo's)
 reproduce: setup
-	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale full
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN_FULL) --scale full
 
 export: setup
 	$(BIN)/nbdev_export

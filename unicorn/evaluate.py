@@ -143,12 +143,13 @@ def generate_answers(vlm: UnicornVLM, tok, prompts: list[list[int]], image_emb=N
 # %% ../nbs/33_eval.ipynb #545e9c10
 QTYPES = ("yes/no", "shape", "color")
 
-def eval_questions(n_per_type: int = 150, seed: int = 0) -> pd.DataFrame:
-    "easy-VQA test questions: `n_per_type` per question type, drawn with `seed` (0 = all)."
+def eval_questions(n_per_type: int = 150, seed: int = 0, n_yes_no: int | None = None) -> pd.DataFrame:
+    "easy-VQA test questions: `n_per_type` per question type (yes/no: at most `n_yes_no`, if given), drawn with `seed` (0 = all)."
     from unicorn.packaged import load_easyvqa
     q = load_easyvqa("test")
     if not n_per_type: return q
-    parts = [g.sample(n=min(n_per_type, len(g)), random_state=seed) for _, g in q.groupby("qtype")]
+    want = lambda t: min(n_yes_no, n_per_type) if (t == "yes/no" and n_yes_no is not None) else n_per_type
+    parts = [g.sample(n=min(want(t), len(g)), random_state=seed) for t, g in q.groupby("qtype")]
     return pd.concat(parts).sort_values("qid").reset_index(drop=True)
 
 def type_shares() -> dict:
@@ -332,7 +333,8 @@ def register_lmms_adapter():
 class EvalConfig:
     "Evaluation settings."
     n_per_type: int = 300          # questions per type in the fixed test subsample (0 = all 9,673); 300 -> 600 visual
+    n_yes_no: int | None = 100     # yes/no questions (None: n_per_type); the headline metric is the visual questions
     eval_seed: int = 0
     batch_size: int = 64
 
-EVAL_PRESETS = {"mini": EvalConfig(), "paper": EvalConfig(n_per_type=0, batch_size=64)}
+EVAL_PRESETS = {"mini": EvalConfig(), "paper": EvalConfig(n_per_type=0, n_yes_no=None, batch_size=64)}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_packaged.ipynb #9f61451e
 from __future__ import annotations
-import functools, importlib.util, json, os, re
+import copy, functools, importlib.util, json, os, re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['PACKAGES', 'SMOLLM2_GGUF', 'EASYVQA_SHAPES', 'EASYVQA_COLORS', 'MissingPackageError', 'package_dir', 'smollm2_path',
-           'load_smollm2_tokenizer', 'load_smollm2', 'minilm_path', 'load_minilm', 'easyvqa_answers', 'load_easyvqa',
-           'easyvqa_images', 'load_image_array']
+           'load_smollm2_tokenizer', 'smollm2_cache_dir', 'load_smollm2', 'minilm_path', 'load_minilm',
+           'easyvqa_answers', 'load_easyvqa', 'easyvqa_images', 'load_image_array']
 
 # %% ../nbs/02_packaged.ipynb #981f800d
 PACKAGES = {  # import name → (pip name, pinned version)
@@ -51,14 +51,38 @@ def load_smollm2_tokenizer():
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
+def smollm2_cache_dir(dtype: str) -> Path:
+    "Where the de-quantised SmolLM2 is kept as safetensors (`$UNICORN_CACHE`, default `~/.cache/unicorn`), keyed by the GGUF's size and dtype."
+    root = Path(os.environ.get("UNICORN_CACHE", Path.home() / ".cache" / "unicorn")).expanduser()
+    return root / f"smollm2-{smollm2_path().stat().st_size}-{dtype}"
+
 @functools.lru_cache(maxsize=None)
 def load_smollm2(dtype: str = "float32"):
-    "`(model, tokenizer)`: the packaged SmolLM2-135M-Instruct, de-quantised to `dtype`, in eval mode (cached)."
-    import torch
-    from transformers import AutoModelForCausalLM
+    """`(model, tokenizer)`: the packaged SmolLM2-135M-Instruct, de-quantised to `dtype`, in eval mode (cached).
+    De-quantising the GGUF and building its tokenizer takes ~15–30 s; the result is saved once as safetensors
+    (`smollm2_cache_dir`, written to a temporary folder and renamed) and later loads read that in about a second."""
+    import shutil, tempfile, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    cache = smollm2_cache_dir(dtype)
+    if (cache / "config.json").exists():
+        tok = AutoTokenizer.from_pretrained(cache)
+        return AutoModelForCausalLM.from_pretrained(cache, dtype=getattr(torch, dtype)).eval(), tok
     p = smollm2_path()
-    model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=getattr(torch, dtype))
-    return model.eval(), load_smollm2_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=getattr(torch, dtype)).eval()
+    tok = load_smollm2_tokenizer()
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=cache.name + ".", dir=cache.parent))
+        plain = copy.deepcopy(model)                 # the de-quantised weights are plain tensors: save them as such
+        plain.hf_quantizer = None; plain.is_quantized = False
+        if hasattr(plain.config, "quantization_config"): del plain.config.quantization_config
+        plain.save_pretrained(tmp); tok.save_pretrained(tmp)
+        os.replace(tmp, cache)
+    except Exception as e:                           # read-only home, a concurrent writer won, ...: GGUF again next time
+        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+        print(f"[unicorn] could not cache SmolLM2 in {cache}: {e}")
+    return model, tok
 
 # %% ../nbs/02_packaged.ipynb #99dc2a15
 def minilm_path() -> Path:

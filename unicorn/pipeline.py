@@ -27,31 +27,34 @@ class Step:
     est_s: float = 60.0
 
 _VLM_SMOKE = {"pretrain_steps": 2, "sft_steps": 3, "batch_size": 4}   # 32, 33, 52, 53 and 54 share these so checkpoints are reused
-_FULL_CONDITIONS = ["none", "unicorn_code", "unicorn_paper", "oracle", "c3", "real", "blind"]
+_FULL_CONDITIONS = ["none", "unicorn_code", "oracle", "c3", "real", "blind"]
 
 STEPS: list[Step] = [
     # Unicorn Stages 1-2: text (the demo shows them on a few examples)
-    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, est_s=15),
-    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60),
+    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 300}, est_s=15),
+    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
     Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
          demo={"n_captions": 2, "n_compare": 1}, est_s=120),
-    # Unicorn Stage 3: encoder, modality transfer, gap metrics and studies
+    # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
     Step("22_gap.ipynb", est_s=40),
+    # The headline (52: text-only vs no transfer vs real images vs blind) and when the shift matters (54)
+    Step("52_study_shift_ablation.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
+         full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
+    Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None,
+         full={"methods": ["none", "unicorn_code"]}, est_s=1500),
+    # Gap geometry and domains
     Step("50_study_gap_geometry.ipynb", {"max_pairs": 200}, demo=None, est_s=120),
     Step("51_study_domain_gap.ipynb", demo=None, est_s=60),
     # SynthVLM and Synth2
     Step("40_synthvlm.ipynb", {"max_judge": 4, "n_tiny_demo": 2}, demo=None, est_s=120),
     Step("41_synth2.ipynb", {"train_steps": 200, "n_generate": 0, "n_balanced": 12}, demo=None, est_s=120),
-    # The VLM: the headline (52: text-only vs no transfer vs real images vs blind) and the other studies
-    Step("52_study_shift_ablation.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
-         full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
-    Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None, est_s=1500),
+    # The VLM on Stage 1's captions (32, 33: likelihood and generated answers), sparse vs dense captions (53)
     Step("32_train.ipynb", _VLM_SMOKE, demo=None, est_s=200),
     Step("33_eval.ipynb", {**_VLM_SMOKE, "n_per_type": 6}, demo=None, est_s=120),
     Step("53_study_sparse_dense.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "k_sft_steps": 2,
-         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, est_s=900),
+         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, full={"n_seeds": 5}, est_s=900),
 ]
 SCALES = ("demo", "full", "smoke")
 

@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'sha256_file', 'ShardError', 'JsonlShards',
-           'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit', 'peak_rss_mb', 'RunFolder',
-           'map_shards']
+           'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit', 'peak_rss_mb', 'StageSettingsError',
+           'RunFolder', 'map_shards']
 
 # %% ../nbs/01_runs.ipynb #04f59911
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
@@ -150,6 +150,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 # %% ../nbs/01_runs.ipynb #f4017b09
+class StageSettingsError(RuntimeError):
+    "A finished stage asked to run again with other settings: its outputs would not match them."
+
 class RunFolder:
     "A run folder `runs/<name>/` with its `manifest.json`."
     def __init__(self, root: Path | str, profile: str | None = None, seed: int | None = None):
@@ -185,6 +188,13 @@ class RunFolder:
         """Context manager for one stage: yields a dict `info` to fill with `records` counts and `outputs` (paths);
         records status, wall time, peak memory and checksums. Yields None (and does nothing) if already done."""
         if self.is_done(name) and not force:
+            old = self.stage(name).get("params", {})
+            new = json.loads(json.dumps(params, default=str)) if params is not None else old
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if changed:
+                raise StageSettingsError(f"stage {name!r} in {self.root} finished with other settings: "
+                                         + ", ".join(f"{k} = {old.get(k)!r} there, {new.get(k)!r} now" for k in changed[:5])
+                                         + ". Rerun it with force=True, or use another run folder.")
             print(f"stage {name!r} already done in {self.root} (force=True to rerun)"); yield None; return
         info: dict = {"records": {}, "outputs": []}
         self.update_stage(name, status="running", started=_now(), params=params or {})

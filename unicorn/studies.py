@@ -89,6 +89,6 @@ def plot_intervals(table: pd.DataFrame, ax, label: str = "method", chance: float
                   color=[(colors or {}).get(v, "#2f6db5") for v in table[label]])
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in table.accuracy], fontsize=7, padding=3)
     if chance is not None: ax.axhline(chance, color="#888", ls=":", lw=1, label="chance")
-    ax.set_xticks(x); ax.set_xticklabels([str(v).replace("_", "\n") for v in table[label]], fontsize=8)
+    ax.set_xticks(x); ax.set_xticklabels([str(v) if "\n" in str(v) else str(v).replace("_", "\n") for v in table[label]], fontsize=8)
     ax.set_ylim(0, 1.05)
     return ax

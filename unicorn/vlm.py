@@ -56,6 +56,7 @@ class VLMConfig:
     lm_source: str = "saved"     # "saved" (weights in lm/), "adapter" (LoRA in adapter/), or the frozen LM's name, e.g. "packaged:smollm2"
     base_lm: str = ""            # the base LM's name when it can be loaded by name (for frozen and LoRA checkpoints)
     image_position: str = "before_text"   # where prompts put `<image>`: "before_text" (LLaVA) or "after_text" (see 31a)
+    input_scale: float = 1.0     # the projector sees `input_scale * image_emb` (mini: √d, so unit vectors have O(1) components)
 
 class UnicornVLM(nn.Module):
     "A causal LM with a projector that turns one image embedding into `k` visual tokens at the `<image>` positions."
@@ -72,13 +73,14 @@ class UnicornVLM(nn.Module):
                 k: int = 1,                          # visual tokens per image
                 lm_source: str = "saved",            # how a checkpoint gets its LM back (see `VLMConfig`)
                 seed: int = 0,                       # the projector's initialisation
-                image_position: str = "before_text"  # where prompts put `<image>`
+                image_position: str = "before_text", # where prompts put `<image>`
+                input_scale: float = 1.0             # multiplies the image embedding before the projector
                ):
         "A VLM over `lm`; the projector is initialised with `seed`."
         if image_position not in IMAGE_POSITIONS: raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
         torch.manual_seed(seed)
         cfg = VLMConfig(emb_dim, lm.config.hidden_size, projector, k, image_token_id(tok), lm_source,
-                        lm_source if lm_source.startswith("packaged:") else "", image_position)
+                        lm_source if lm_source.startswith("packaged:") else "", image_position, float(input_scale))
         return cls(lm, cfg)
     @property
     def device(self): return next(self.projector.parameters()).device
@@ -94,7 +96,7 @@ class UnicornVLM(nn.Module):
         if image_emb is None: raise ValueError("the batch has <image> tokens but no image embeddings were given")
         bad = [(b, int(n)) for b, n in enumerate(n_img.tolist()) if n not in (0, self.cfg.k)]
         if bad: raise ValueError(f"rows must hold 0 or k={self.cfg.k} <image> tokens; got (row, count) {bad[:3]}")
-        vis = self.projector(image_emb.to(self.device, torch.float32)).to(h.dtype)   # [B, H]
+        vis = self.projector(self.cfg.input_scale * image_emb.to(self.device, torch.float32)).to(h.dtype)   # [B, H]
         return torch.where(is_img[..., None], vis[:, None, :].expand_as(h), h)
 
     def forward(self, input_ids, attention_mask=None, image_emb=None, labels=None, position_ids=None, **kw):
