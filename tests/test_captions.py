@@ -10,7 +10,7 @@ from unicorn.captions import (CaptionsConfig, run_captions, reject_reason, clean
 SEEDS = [{"id": f"seed-{i}", "seed": s, "domain": "demo", "source_image": f"train-img{i}", "label": s}
          for i, s in enumerate(["a red circle", "a blue square", "a green triangle", "a teal circle", "a gray rectangle",
                                 "a brown triangle", "a black circle"])]
-CFG = CaptionsConfig(shard_size=2, max_new_tokens=12, temperature=0.7, batch_size=2)
+CFG = CaptionsConfig(shard_size=2, max_new_tokens=12, temperature=0.7, batch_size=2, max_retries=0)   # one call per shard
 
 class Interrupting(LLMBackend):
     "Wraps a backend and dies (as a killed job would) on call number `die_on`."
@@ -62,3 +62,95 @@ def test_clean_and_stats():
     s = caption_stats(["one two three", "one one"])
     assert (s["words_mean"], s["words_min"], s["words_max"]) == (2.5, 2, 3) and abs(s["ttr_mean"] - 0.75) < 1e-9
     assert near_duplicates(["a b c d e f", "x y z w v u", "a b c d e f"]) == {2: 0}
+
+# --- attribute consistency (issue 11): property-based tests of the matcher, and the reasons in stats.json ---
+import random
+import numpy as np
+from hypothesis import given, settings, strategies as st
+from unicorn.captions import attribute_vocab, attribute_check, find_attributes
+from unicorn.packaged import EASYVQA_SHAPES, EASYVQA_COLORS
+
+V = attribute_vocab("easyvqa")
+NEUTRAL = ("the a an shape object sits on plain white canvas square with smooth edges in centre of picture flat fill small "
+           "large bright dark reddish around background and is drawn light thin middle near top left right it its").split()
+FORMS = {g: {c: sorted(f for f, cc in forms.items() if cc == c) for c in set(forms.values())} for g, forms in V.items()}
+
+def test_neutral_words_are_neutral():
+    assert not any(find_attributes(" ".join(NEUTRAL), V).values())
+    assert set(FORMS["color"]) == set(EASYVQA_COLORS) and set(FORMS["shape"]) == set(EASYVQA_SHAPES)
+
+seeds_st = st.tuples(st.sampled_from(EASYVQA_COLORS), st.sampled_from(EASYVQA_SHAPES),
+                     st.sampled_from(["a {} {}", "a photo of a {} {}, a type of geometric shape.", "A close-up picture of a {} {}."]))
+
+def _caption(data, color, shape):
+    "The seed's attributes in any of their forms, plus neutral words, shuffled, in random case."
+    ws = [data.draw(st.sampled_from(FORMS["color"][color])), data.draw(st.sampled_from(FORMS["shape"][shape]))]
+    ws += data.draw(st.lists(st.sampled_from(NEUTRAL), max_size=30))
+    ws = data.draw(st.permutations(ws))
+    return " ".join(w.upper() if data.draw(st.booleans()) else w for w in ws) + "."
+
+@settings(max_examples=200, deadline=None)
+@given(seeds_st, st.data())
+def test_seed_words_plus_neutral_words_always_kept(seed, data):
+    color, shape, tpl = seed
+    assert attribute_check(_caption(data, color, shape), tpl.format(color, shape), V) is None
+
+@settings(max_examples=200, deadline=None)
+@given(seeds_st, st.sampled_from(["color", "shape"]), st.data())
+def test_any_conflicting_attribute_always_rejects(seed, group, data):
+    color, shape, tpl = seed
+    own = color if group == "color" else shape
+    other = data.draw(st.sampled_from(sorted(c for c in FORMS[group] if c != own)))
+    ws = _caption(data, color, shape).rstrip(".").split(" ")
+    ws.insert(data.draw(st.integers(0, len(ws))), data.draw(st.sampled_from(FORMS[group][other])))
+    assert attribute_check(" ".join(ws), tpl.format(color, shape), V) == "attribute-conflict"
+
+@settings(max_examples=100, deadline=None)
+@given(seeds_st, st.sampled_from(["color", "shape"]), st.data())
+def test_dropping_a_seed_attribute_is_missing(seed, group, data):
+    color, shape, tpl = seed
+    ws = [w for w in _caption(data, color, shape).rstrip(".").split(" ")
+          if find_attributes(w, V)[group] == set()]                     # remove every form of that group's word
+    assert attribute_check(" ".join(ws), tpl.format(color, shape), V) == "attribute-missing"
+
+class SeedReplies(LLMBackend):
+    "Answers each caption prompt with the reply scripted for its seed."
+    def __init__(self, replies): self.replies = replies
+    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+        return [self.replies[p[-1]["content"].removeprefix("Seed: ")] for p in prompts]
+
+FAITHFUL = ("A red circle is drawn in the centre of a plain white canvas. The circle has a smooth edge and a flat, even "
+            "red fill, and nothing else is in the picture.")
+REPAINTED = ("A bright pink rectangle full of small red boxes sits on a wooden table next to a window, with soft light "
+             "falling across its edges and a plain wall behind it.")
+
+def test_consistency_reasons_counted_in_stats(tmp_path):
+    seeds = [{"id": "s0", "seed": "a red circle"}, {"id": "s1", "seed": "a black rectangle"}]
+    be = SeedReplies({"a red circle": FAITHFUL, "a black rectangle": REPAINTED})
+    st_ = run_captions(seeds, be, CaptionsConfig(min_words=10), tmp_path / "on", progress=False)
+    saved = json.loads((tmp_path / "on" / "captions" / "stats.json").read_text())
+    assert saved["counts"] == {"generated": 2, "kept": 1, "rejected": {"attribute-conflict": 1}} == st_["counts"]
+    assert saved["consistency"]["attribute_vocab"] == "easyvqa" and saved["consistency"]["keep_rate"] == 0.5
+    assert saved["consistency"]["replies"] == 4 and saved["consistency"]["rejected_replies"] == {"attribute-conflict": 3}
+    off = run_captions(seeds, be, CaptionsConfig(min_words=10, attribute_vocab=None), tmp_path / "off", progress=False)
+    assert off["counts"]["kept"] == 2                                   # the paper default: no vocabulary, no check
+
+def test_seed_similarity_check_with_stub_encoder(tmp_path):
+    seeds = [{"id": "s0", "seed": "a red circle"}, {"id": "s1", "seed": "a red circle on white"}]
+    be = SeedReplies({"a red circle": FAITHFUL, "a red circle on white":
+        "A small red circle lies near the top of a white picture. Its fill is flat and even, and its round edge is crisp and clean."})
+    enc = lambda texts: np.array([[len(t) > 30, 1.0] for t in texts], dtype=float)   # seeds ~ (0,1), captions ~ (1,1)
+    cfg = CaptionsConfig(min_words=10, min_seed_similarity=0.9)
+    st_ = run_captions(seeds, be, cfg, tmp_path, progress=False, encoder=enc)
+    assert st_["counts"]["rejected"] == {"seed-dissimilar": 2}           # cosine 0.71 < 0.9
+    st2 = run_captions(seeds, be, CaptionsConfig(min_words=10, min_seed_similarity=0.7), tmp_path / "b", progress=False, encoder=enc)
+    assert st2["counts"]["kept"] == 2
+
+def test_resume_with_retries_gives_the_uninterrupted_result(tiny, tmp_path):
+    cfg = CaptionsConfig(shard_size=2, max_new_tokens=8, temperature=0.9, batch_size=2, max_retries=1)
+    run_captions(SEEDS, tiny, cfg, tmp_path / "full", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_captions(SEEDS, Interrupting(tiny, die_on=4), cfg, tmp_path / "cut", progress=False)   # dies in shard 1's retry
+    run_captions(SEEDS, tiny, cfg, tmp_path / "cut", progress=False)
+    assert _all(tmp_path / "cut") == _all(tmp_path / "full")
+    assert all(r["attempts"] == 2 for r in _all(tmp_path / "full")[0])          # gibberish: every seed asked twice

@@ -109,3 +109,60 @@ def test_server_request_budget(tiny):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown LLM backend"):
         get_backend("nope")
+
+# --- the fast path (issue 11): same text as plain model.generate; JSON replies stop where their JSON closes ---
+import torch
+from unicorn.llm import json_end, JsonScanner, growing_cache, json_stop
+
+@pytest.mark.parametrize("text,end", [
+    ('[1, 2] tail', 6), ('x {"a": "}]"} y', 13), ('["a\\"]", "b"]', 13), ('[[], {}]', 8), ("[1, [2", None), ("", None),
+    ("] [1]", 5), ('{"q": "\\\\"}', 11)])
+def test_json_end(text, end):
+    assert json_end(text) == end
+    if end is not None:                                                 # the span is exactly one JSON value
+        start = min(i for i in (text.find("["), text.find("{")) if i >= 0)
+        json.loads(text[start:end])
+
+def test_json_scanner_fed_in_pieces_equals_whole():
+    text = '[{"question": "a \\"b\\" [c]", "answer": "{d}"}, {"question": "e", "answer": "f"}] rest'
+    for cut in range(1, len(text)):
+        sc = JsonScanner(); sc.feed(text[:cut]); sc.feed(text[cut:])
+        assert sc.closed and sc.n == json_end(text)
+
+def test_growing_cache_matches_concatenation():
+    c = growing_cache(3)
+    ref = []
+    for step, m in enumerate([4, 1, 1, 2, 1]):
+        k = torch.randn(2, 3, m, 5)
+        ref.append(k)
+        kk, vv = c.update(k, -k, 0)
+        assert torch.equal(kk, torch.cat(ref, dim=-2)) and torch.equal(vv, -torch.cat(ref, dim=-2))
+    c.batch_select_indices(torch.tensor([1]))                            # a beam/batch operation, then growth goes on
+    k = torch.randn(1, 3, 1, 5); kk, _ = c.update(k, k, 0)
+    assert torch.equal(kk, torch.cat([torch.cat(ref, dim=-2)[1:], k], dim=-2))
+
+def test_fast_path_same_text_as_plain_generate(tiny):
+    plain = TransformersBackend(tiny.model, tiny.tok, batch_size=2, fast=False)
+    assert tiny.fast is True
+    for s, js in [(Sampling(max_new_tokens=8), None), (Sampling(max_new_tokens=60), SCHEMA),
+                  (Sampling(max_new_tokens=8, temperature=1.0, seed=5), None)]:
+        assert tiny.generate(PROMPTS, s, json_schema=js) == plain.generate(PROMPTS, s, json_schema=js)
+
+def test_json_reply_stops_at_its_end(tiny):
+    "A scripted model that closes its JSON after 3 tokens and would then ramble: the fast path stops the row there."
+    tok = tiny.tok
+    closing = tok.encode('a"}]', add_special_tokens=False) + tok.encode(" and then more words", add_special_tokens=False)
+    from transformers import LogitsProcessor
+    class Force(LogitsProcessor):
+        def __call__(self, ids, scores):
+            j = min(ids.shape[1] - n_prompt, len(closing) - 1)
+            out = torch.full_like(scores, -1e9); out[:, closing[j]] = 0; return out
+    enc = tok([tiny.render("x", '[{"q": "')], return_tensors="pt", add_special_tokens=False)
+    n_prompt = enc["input_ids"].shape[1]
+    outs = {}
+    for fast in (False, True):
+        kw = dict(max_new_tokens=len(closing) + 2, do_sample=False, pad_token_id=tok.pad_token_id, logits_processor=[Force()])
+        if fast: kw["stopping_criteria"] = [json_stop(tok, '[{"q": "', 1)]
+        with torch.no_grad(): out = tiny.model.generate(**enc, **kw)
+        outs[fast] = tok.decode(out[0, n_prompt:], skip_special_tokens=True)
+    assert outs[False].startswith('a"}] and then') and outs[True] == 'a"}]'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_captions.ipynb #627ef678
 from __future__ import annotations
-import hashlib, math, re
+import hashlib, json, math, re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +16,11 @@ from .llm import LLMBackend, Sampling, get_backend
 from .runs import JsonlShards, map_shards, atomic_write_json
 
 # %% auto #0
-__all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'PRESETS', 'caption_messages', 'clean_caption', 'words', 'reject_reason',
-           'shingles', 'jaccard', 'minhash', 'near_duplicates', 'caption_stats', 'expand_shard', 'finalize_captions',
-           'CaptionsConfig', 'backend_for', 'sampling_for', 'run_captions', 'plot_caption_stats']
+__all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'SEED_WORDS', 'CAPTION_PROMPTS', 'EASYVQA_SYNONYMS', 'ATTRIBUTE_VOCABS',
+           'PRESETS', 'caption_messages', 'caption_prompt', 'easyvqa_vocab', 'attribute_vocab', 'find_attributes',
+           'attribute_check', 'seed_similarity', 'clean_caption', 'words', 'reject_reason', 'shingles', 'jaccard',
+           'minhash', 'near_duplicates', 'caption_stats', 'expand_shard', 'finalize_captions', 'CaptionsConfig',
+           'backend_for', 'sampling_for', 'similarity_encoder_for', 'run_captions', 'plot_caption_stats']
 
 # %% ../nbs/12_captions.ipynb #ed64051a
 CAPTION_SYSTEM = (
@@ -34,13 +36,74 @@ CAPTION_EXAMPLE = (
     "a visible grain and a slightly glossy finish. Daylight comes from the right side of the frame and casts a "
     "soft shadow of the chair onto the floor and the lower part of the wall. Nothing else is in the picture.")
 
-def caption_messages(seed: str, example: tuple[str, str] | None = CAPTION_EXAMPLE) -> list[dict]:
+def caption_messages(seed: str, example: tuple[str, str] | None = CAPTION_EXAMPLE, system: str = CAPTION_SYSTEM) -> list[dict]:
     "The chat that asks for one expanded caption of `seed` (system rule, one worked example, the seed)."
-    msgs = [{"role": "system", "content": CAPTION_SYSTEM}]
+    msgs = [{"role": "system", "content": system}]
     if example: msgs += [{"role": "user", "content": f"Seed: {example[0]}"}, {"role": "assistant", "content": example[1]}]
     return msgs + [{"role": "user", "content": f"Seed: {seed}"}]
 
 # %% ../nbs/12_captions.ipynb #389f8414
+SEED_WORDS = " Begin the paragraph with the seed's own words and describe only that one object."
+CAPTION_PROMPTS = {"default": CAPTION_SYSTEM, "seed-words": CAPTION_SYSTEM + SEED_WORDS}
+
+def caption_prompt(name: str) -> str:
+    "The system rule called `name` in `CAPTION_PROMPTS`."
+    if name not in CAPTION_PROMPTS: raise ValueError(f"unknown caption prompt {name!r}: choose one of {sorted(CAPTION_PROMPTS)}")
+    return CAPTION_PROMPTS[name]
+
+# %% ../nbs/12_captions.ipynb #87ac61a0
+EASYVQA_SYNONYMS = {"gray": ("grey",), "circle": ("circles", "circular", "round"),
+                    "rectangle": ("rectangles", "rectangular"), "triangle": ("triangles", "triangular")}
+
+def easyvqa_vocab() -> dict:
+    "The easy-VQA attribute groups: `{'shape': {canonical: forms}, 'color': {canonical: forms}}`."
+    from unicorn.packaged import EASYVQA_SHAPES, EASYVQA_COLORS
+    return {g: {w: (w, *EASYVQA_SYNONYMS.get(w, ())) for w in ws}
+            for g, ws in (("shape", EASYVQA_SHAPES), ("color", EASYVQA_COLORS))}
+
+ATTRIBUTE_VOCABS = {"easyvqa": easyvqa_vocab}
+
+def attribute_vocab(spec) -> dict[str, dict[str, str]] | None:
+    "`{group: {word form: canonical}}` from a vocabulary name, a `.json` file or a dict (None or '' = no check)."
+    if spec is None or spec == "": return None
+    if isinstance(spec, str):
+        if spec in ATTRIBUTE_VOCABS: spec = ATTRIBUTE_VOCABS[spec]()
+        elif spec.endswith(".json") and Path(spec).exists(): spec = json.loads(Path(spec).read_text())
+        else: raise ValueError(f"unknown attribute vocabulary {spec!r}: a name in {sorted(ATTRIBUTE_VOCABS)} or a .json file")
+    out = {}
+    for g, ws in spec.items():
+        forms = ws if isinstance(ws, dict) else {w: [w] for w in ws}
+        out[g] = {}
+        for c, fs in forms.items():
+            for f in {c, *fs}:
+                f = f.lower()
+                if not re.fullmatch(r"[a-z]+", f): raise ValueError(f"attribute word {f!r} ({g}): one word of letters only")
+                if out[g].get(f, c.lower()) != c.lower(): raise ValueError(f"{f!r} names two {g} attributes")
+                out[g][f] = c.lower()
+    return out
+
+def find_attributes(text: str, vocab: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    "The canonical attributes of each group that `text` names (whole words, case-insensitive)."
+    toks = set(re.findall(r"[a-z]+", text.lower()))
+    return {g: {c for f, c in forms.items() if f in toks} for g, forms in vocab.items()}
+
+def attribute_check(caption: str, seed: str, vocab: dict | None) -> str | None:
+    "'attribute-conflict', 'attribute-missing' or None: does `caption` keep the attributes `seed` names?"
+    if not vocab: return None
+    want, got = find_attributes(seed, vocab), find_attributes(caption, vocab)
+    if any(want[g] and got[g] - want[g] for g in vocab): return "attribute-conflict"
+    if any(want[g] - got[g] for g in vocab): return "attribute-missing"
+    return None
+
+# %% ../nbs/12_captions.ipynb #1488bb68
+def seed_similarity(seeds: Sequence[str], captions: Sequence[str], encoder: Callable) -> np.ndarray:
+    "Cosine similarity of each seed's and its caption's embedding under `encoder(texts) -> (n, d) array`."
+    if not len(seeds): return np.zeros(0)
+    e = np.asarray(encoder(list(seeds) + list(captions)), dtype=np.float64)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
+    return (e[:len(seeds)] * e[len(seeds):]).sum(1)
+
+# %% ../nbs/12_captions.ipynb #06e5856e
 _LABEL = re.compile(r"^\s*(?:(?:here is|here's)[^:\n]{0,60}:|caption\s*:|paragraph\s*:|expanded caption\s*:)\s*", re.I)
 _ECHO = ("seed caption", "one paragraph", "rewrite the short", "output only", "describes only what can be seen")
 
@@ -60,8 +123,13 @@ def words(text: str) -> list[str]:
     "Lower-case word tokens (letters, digits, apostrophes)."
     return re.findall(r"[a-z0-9']+", text.lower())
 
-def reject_reason(caption: str, seed: str, truncated: bool = False, min_words: int = 20,
-                  max_words: int = 400) -> str | None:
+def reject_reason(caption: str,           # the cleaned caption
+                  seed: str,              # the seed it was expanded from
+                  truncated: bool = False,  # was the reply cut off by the token limit?
+                  min_words: int = 20,    # fewer words: too-short
+                  max_words: int = 400,   # more words: too-long
+                  vocab: dict | None = None,  # an `attribute_vocab` (None: no attribute check)
+                 ) -> str | None:
     "The first degenerate-output reason that applies to `caption` (see the table), or None if it is kept."
     w = words(caption)
     if not w: return "empty"
@@ -73,6 +141,7 @@ def reject_reason(caption: str, seed: str, truncated: bool = False, min_words: i
         return "repetitive"
     sw = {x for x in words(seed) if x not in _SEED_STOP}
     if sw and len(sw & set(w)) / len(sw) < 0.5: return "off-seed"
+    if (why := attribute_check(caption, seed, vocab)): return why
     if len(w) < min_words: return "truncated" if truncated and not re.search(r"[.!?]$", caption) else "too-short"
     if len(w) > max_words: return "too-long"
     return None
@@ -130,24 +199,45 @@ def caption_stats(captions: Sequence[str]) -> dict:
 def _shard_seed(base: int, first_id: str) -> int:
     return base + int(hashlib.sha1(first_id.encode()).hexdigest()[:6], 16)
 
-def expand_shard(seeds: list[dict], backend: LLMBackend, sampling: Sampling, min_words: int = 20,
-                 max_words: int = 400) -> list[dict]:
-    "Raw Stage-1 records for a chunk of seed records: reply, cleaned caption, and reject reason (None = kept)."
+def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
+                 backend: LLMBackend,     # the LLM
+                 sampling: Sampling,      # decoding settings (the seed is derived per shard)
+                 min_words: int = 20,     # shorter captions are rejected
+                 max_words: int = 400,    # longer captions are rejected
+                 vocab: dict | None = None,  # an `attribute_vocab` for the consistency check (None: off)
+                 system: str = CAPTION_SYSTEM,  # the system rule of the prompt
+                 max_retries: int = 0,    # ask again (new sampling seed) for a rejected reply, at most this often
+                ) -> list[dict]:
+    "Raw Stage-1 records for a chunk of seed records: reply, cleaned caption, reject reason (None = kept), attempts."
     if not seeds: return []
-    s = Sampling(**{**sampling.__dict__, "seed": _shard_seed(sampling.seed, seeds[0]["id"])})
-    replies = backend.generate([caption_messages(r["seed"]) for r in seeds], s)
-    out = []
-    for r, reply in zip(seeds, replies):
-        cap, trunc = clean_caption(reply)
-        out.append({"id": f"cap-{r['id']}", "seed_id": r["id"], "seed": r["seed"], "caption": cap,
-                    "domain": r.get("domain"), "source_image": r.get("source_image"), "label": r.get("label"),
-                    "truncated": trunc, "reason": reject_reason(cap, r["seed"], trunc, min_words, max_words),
-                    "raw": reply})
+    base = _shard_seed(sampling.seed, seeds[0]["id"])
+    out, todo = [None] * len(seeds), list(range(len(seeds)))
+    for attempt in range(1 + (max_retries if sampling.temperature > 0 else 0)):   # greedy would repeat itself
+        if not todo: break
+        s = Sampling(**{**sampling.__dict__, "seed": base + 7919 * attempt})
+        replies = backend.generate([caption_messages(seeds[i]["seed"], system=system) for i in todo], s)
+        for i, reply in zip(todo, replies):
+            r, (cap, trunc) = seeds[i], clean_caption(reply)
+            why = reject_reason(cap, r["seed"], trunc, min_words, max_words, vocab)
+            out[i] = {"id": f"cap-{r['id']}", "seed_id": r["id"], "seed": r["seed"], "caption": cap,
+                      "domain": r.get("domain"), "source_image": r.get("source_image"), "label": r.get("label"),
+                      "truncated": trunc, "reason": why, "raw": reply, "attempts": attempt + 1,
+                      "errors": (out[i]["errors"] if out[i] else []) + ([why] if why else [])}
+        todo = [i for i in todo if out[i]["reason"]]
     return out
 
-def finalize_captions(raw: list[dict], dedup_threshold: float = 0.8) -> tuple[list[dict], list[dict], dict]:
-    "`(kept, rejected, counts)`: drop records with a reason, then near-duplicates of earlier kept captions."
+def finalize_captions(raw: list[dict],              # raw records from `expand_shard`
+                      dedup_threshold: float = 0.8,   # 3-gram Jaccard at or above which a caption is a near-duplicate
+                      encoder: Callable | None = None,  # texts -> (n, d) embeddings, for the seed-similarity check
+                      min_similarity: float | None = None,  # cosine(seed, caption) below this: seed-dissimilar (None: off)
+                     ) -> tuple[list[dict], list[dict], dict]:
+    "`(kept, rejected, counts)`: drop records with a reason, then (optionally) seed-dissimilar ones, then near-duplicates."
     keep_fields = ("id", "seed_id", "seed", "caption", "domain", "source_image", "label")
+    if encoder is not None and min_similarity is not None:
+        cand = [r for r in raw if not r["reason"]]
+        sims = seed_similarity([r["seed"] for r in cand], [r["caption"] for r in cand], encoder)
+        low = {id(r) for r, x in zip(cand, sims) if x < min_similarity}
+        raw = [{**r, "reason": "seed-dissimilar"} if id(r) in low else r for r in raw]
     rejected = [{**{k: r[k] for k in keep_fields}, "reason": r["reason"], "raw": r["raw"]} for r in raw if r["reason"]]
     good = [r for r in raw if not r["reason"]]
     dups = near_duplicates([r["caption"] for r in good], dedup_threshold)
@@ -178,12 +268,18 @@ class CaptionsConfig:
     max_words: int = 400
     dedup_threshold: float = 0.8
     seed: int = 0
+    caption_prompt: str = "seed-words"        # a key of CAPTION_PROMPTS (paper: "default")
+    attribute_vocab: str | None = "easyvqa"   # attribute consistency check: a vocabulary name or .json file (None/"": off)
+    min_seed_similarity: float | None = None  # cosine(seed, caption) threshold under `similarity_encoder` (None: off)
+    similarity_encoder: str = "minilm"        # "minilm" (packaged all-MiniLM-L6-v2) or a CLIP/SigLIP path for hf_clip
+    max_retries: int = 2                      # a rejected reply is asked again (new sampling seed) at most this often
 
 PRESETS = {
     "mini": CaptionsConfig(),
     # paper: Unicorn used Qwen2.5-72B-Instruct (as reported for the paper; serve it with vLLM, TP over 4 GPUs)
     "paper": CaptionsConfig(backend="vllm", model="Qwen/Qwen2.5-72B-Instruct", tensor_parallel_size=4,
-                            shard_size=4096, max_new_tokens=768, min_words=30, max_words=600),
+                            shard_size=4096, max_new_tokens=768, min_words=30, max_words=600,
+                            caption_prompt="default", attribute_vocab=None, max_retries=0),
 }
 
 def backend_for(cfg) -> LLMBackend:
@@ -199,22 +295,46 @@ def sampling_for(cfg) -> Sampling:
     return Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
 
-def run_captions(seeds: list[dict], backend: LLMBackend, cfg: CaptionsConfig, root: Path | str,
-                 progress: bool = True) -> dict:
+def similarity_encoder_for(cfg) -> Callable | None:
+    "The text encoder of the seed-similarity check: None when it is off, else texts -> (n, d) embeddings."
+    if cfg.min_seed_similarity is None: return None
+    if cfg.similarity_encoder == "minilm":
+        from unicorn.packaged import load_minilm
+        st = load_minilm()
+        return lambda texts: st.encode(list(texts), batch_size=64, show_progress_bar=False)
+    from unicorn.encoders import load_encoder
+    enc = load_encoder("hf_clip", path=cfg.similarity_encoder)
+    return lambda texts: enc.encode_text(texts, progress=False)
+
+def run_captions(seeds: list[dict],        # seed records
+                 backend: LLMBackend,      # the LLM
+                 cfg: CaptionsConfig,      # Stage 1 settings
+                 root: Path | str,         # the run folder
+                 progress: bool = True,    # show a progress bar
+                 encoder: Callable | None = None,  # texts -> (n, d) embeddings, used if cfg.min_seed_similarity is set
+                ) -> dict:
     "Stage 1 over `seeds` into run folder `root`: raw shards (resumable), filtered captions, rejects, statistics."
+    if cfg.min_seed_similarity is not None and encoder is None:
+        raise ValueError("cfg.min_seed_similarity is set: pass a text `encoder` to run_captions")
     root = Path(root)
     raw_store = JsonlShards(root / "captions_raw")
+    vocab, system = attribute_vocab(cfg.attribute_vocab), caption_prompt(cfg.caption_prompt)
     shard_info = map_shards(seeds, lambda chunk: expand_shard(chunk, backend, sampling_for(cfg), cfg.min_words,
-                                                              cfg.max_words),
+                                                              cfg.max_words, vocab, system, cfg.max_retries),
                             raw_store, cfg.shard_size, desc="stage 1 captions", progress=progress)
     raw = list(raw_store)
-    kept, rejected, counts = finalize_captions(raw, cfg.dedup_threshold)
+    kept, rejected, counts = finalize_captions(raw, cfg.dedup_threshold, encoder, cfg.min_seed_similarity)
     out, rej = JsonlShards(root / "captions"), JsonlShards(root / "captions_rejected")
     for store, recs in ((out, kept), (rej, rejected)):
         for p in store.shard_paths(): p.unlink()
         for k in range(0, max(len(recs), 1), cfg.shard_size): store.write(k // cfg.shard_size, recs[k:k + cfg.shard_size])
     stats = {"counts": counts, "shards": shard_info, "captions": caption_stats([r["caption"] for r in kept]),
-             "seeds": caption_stats([r["seed"] for r in kept])}
+             "seeds": caption_stats([r["seed"] for r in kept]),
+             "consistency": {"caption_prompt": cfg.caption_prompt, "attribute_vocab": cfg.attribute_vocab or None,
+                             "attribute_groups": sorted(vocab or {}), "min_seed_similarity": cfg.min_seed_similarity,
+                             "keep_rate": counts["kept"] / max(1, counts["generated"]), "max_retries": cfg.max_retries,
+                             "replies": sum(r.get("attempts", 1) for r in raw),      # retries included
+                             "rejected_replies": dict(Counter(e for r in raw for e in r.get("errors", [])))}}
     atomic_write_json(root / "captions" / "stats.json", stats)
     return stats
 

@@ -175,7 +175,7 @@ def bootstrap_interval(a: np.ndarray,                 # correct (1) / wrong (0),
                        seed: int = 0                  # the resampling's random seed
                       ) -> tuple[float, float, float]:
     "`(estimate, low, high)`: mean accuracy of `a` (or the difference to `b`) with a bootstrap interval over seeds and questions."
-    a = np.atleast_2d(np.asarray(a, np.float64)); d = a if b is None else None
+    a = np.atleast_2d(np.asarray(a, np.float64))
     if b is not None:
         b = np.atleast_2d(np.asarray(b, np.float64))
         if a.shape[1] != b.shape[1]: raise ValueError(f"paired conditions need the same questions, got {a.shape[1]} and {b.shape[1]}")
@@ -186,8 +186,8 @@ def bootstrap_interval(a: np.ndarray,                 # correct (1) / wrong (0),
         return np.take_along_axis((x @ W.T).T, S, 1).mean(1)
     if b is None: est, reps = a.mean(), draws(a)
     else:
-        state = rng.bit_generator.state; ra = draws(a); rng.bit_generator.state = state
-        rb = draws(b) if len(b) == len(a) else draws(b)                # same seed positions when the seed counts agree
+        state = rng.bit_generator.state; ra = draws(a)
+        rng.bit_generator.state = state; rb = draws(b)                # the same seed positions (when the seed counts agree)
         est, reps = a.mean() - b.mean(), ra - rb
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return float(est), float(lo), float(hi)

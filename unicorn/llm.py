@@ -4,16 +4,16 @@
 
 # %% ../nbs/11_llm.ipynb #ef34bb59
 from __future__ import annotations
-import json, threading, time
+import functools, json, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
 # %% auto #0
-__all__ = ['BACKENDS', 'Sampling', 'as_messages', 'schemas_for', 'LLMBackend', 'TransformersBackend', 'vllm_request',
-           'vllm_engine_kwargs', 'VLLMBackend', 'LLMRequestError', 'openai_chat_body', 'OpenAIBackend',
-           'LocalOpenAIServer', 'serve_openai', 'get_backend']
+__all__ = ['BACKENDS', 'Sampling', 'as_messages', 'schemas_for', 'LLMBackend', 'JsonScanner', 'json_end', 'growing_cache',
+           'json_stop', 'TransformersBackend', 'vllm_request', 'vllm_engine_kwargs', 'VLLMBackend', 'LLMRequestError',
+           'openai_chat_body', 'OpenAIBackend', 'LocalOpenAIServer', 'serve_openai', 'get_backend']
 
 # %% ../nbs/11_llm.ipynb #416bb63a
 @dataclass(frozen=True)
@@ -47,11 +47,91 @@ class LLMBackend:
         raise NotImplementedError
 
 # %% ../nbs/11_llm.ipynb #bc942417
+class JsonScanner:
+    "Feeds text and reports when the first JSON array/object in it is closed (string- and escape-aware)."
+    def __init__(self): self.depth, self.in_str, self.esc, self.closed, self.n = 0, False, False, False, 0
+    def feed(self, text: str) -> bool:
+        "Consume `text`; True once the JSON value has closed (`self.n` = characters consumed up to its end)."
+        for ch in text:
+            if self.closed: break
+            self.n += 1
+            if self.in_str:
+                if self.esc: self.esc = False
+                elif ch == "\\": self.esc = True
+                elif ch == '"': self.in_str = False
+            elif ch == '"' and self.depth: self.in_str = True
+            elif ch in "[{": self.depth += 1
+            elif ch in "]}" and self.depth:
+                self.depth -= 1; self.closed = self.depth == 0
+        return self.closed
+
+def json_end(text: str) -> int | None:
+    "Index just past the end of the first JSON array/object in `text`, or None if it does not close."
+    sc = JsonScanner()
+    return sc.n if sc.feed(text) else None
+
+@functools.lru_cache(maxsize=None)
+def _growing_layer():
+    from transformers.cache_utils import DynamicLayer
+    class GrowingLayer(DynamicLayer):
+        "A `DynamicLayer` that appends into a preallocated buffer (doubled when full) instead of `torch.cat` per step."
+        def __init__(self, capacity: int = 0): super().__init__(); self.capacity, self._k, self._n = capacity, None, 0
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized: self.lazy_initialization(key_states, value_states); self._k, self._n = None, 0
+            n, m = self._n, key_states.shape[-2]
+            if self._k is None or n + m > self._k.shape[-2]:
+                cap = max(self.capacity, 2 * (n + m))
+                k = key_states.new_empty(*key_states.shape[:-2], cap, key_states.shape[-1])
+                v = value_states.new_empty(*value_states.shape[:-2], cap, value_states.shape[-1])
+                if n: k[..., :n, :], v[..., :n, :] = self.keys, self.values
+                self._k, self._v = k, v
+            self._k[..., n:n + m, :], self._v[..., n:n + m, :] = key_states, value_states
+            self._n = n + m
+            self.keys, self.values = self._k[..., :self._n, :], self._v[..., :self._n, :]
+            return self.keys, self.values
+        def _rebase(self):   # after an operation that replaced keys/values (crop, reorder): grow from them
+            self._k, self._v, self._n = self.keys, self.values, self.keys.shape[-2]
+        def crop(self, tokens_to_remove): super().crop(tokens_to_remove); self._rebase()
+        def batch_select_indices(self, indices): super().batch_select_indices(indices); self._rebase()
+        def batch_repeat_interleave(self, repeats): super().batch_repeat_interleave(repeats); self._rebase()
+        def reorder_cache(self, beam_idx): super().reorder_cache(beam_idx); self._rebase()
+    return GrowingLayer
+
+def growing_cache(capacity: int = 0):
+    "A transformers `DynamicCache` whose layers append in place into buffers of `capacity` tokens (grown if needed)."
+    from transformers.cache_utils import DynamicCache
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = functools.partial(_growing_layer(), capacity)
+    return cache
+
+def json_stop(tokenizer, reply_prefix: str, batch: int):
+    "A transformers stopping criterion: each row stops once the JSON value begun in `reply_prefix` has closed."
+    from transformers import StoppingCriteria
+    import torch
+    class JsonStop(StoppingCriteria):
+        def __init__(self):
+            self.sc, self.text = [JsonScanner() for _ in range(batch)], {}
+            for sc in self.sc: sc.feed(reply_prefix)
+        def __call__(self, input_ids, scores, **kw):
+            for sc, t in zip(self.sc, input_ids[:, -1].tolist()):
+                if not sc.closed:
+                    if t not in self.text: self.text[t] = tokenizer.decode([t])
+                    sc.feed(self.text[t])
+            return torch.tensor([sc.closed for sc in self.sc], device=input_ids.device)
+    return JsonStop()
+
+# %% ../nbs/11_llm.ipynb #4b82556d
 class TransformersBackend(LLMBackend):
     "Batched `model.generate` with left padding; `json_schema` constrains decoding with xgrammar."
     name = "transformers"
-    def __init__(self, model, tokenizer, batch_size: int = 16, num_threads: int | None = None):
-        self.model, self.tok, self.batch_size, self.num_threads = model, tokenizer, batch_size, num_threads
+    def __init__(self,
+                 model,                        # a transformers causal LM
+                 tokenizer,                    # its tokenizer (with a chat template)
+                 batch_size: int = 16,         # prompts per `model.generate` call
+                 num_threads: int | None = None,  # torch threads while generating (None: leave as is)
+                 fast: bool = True,            # growing KV cache + JSON replies stop at their end; False: plain `generate`
+                ):
+        self.model, self.tok, self.batch_size, self.num_threads, self.fast = model, tokenizer, batch_size, num_threads, fast
         self.tok.padding_side = "left"
         if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
         self._compiler, self._grammars = None, {}
@@ -73,11 +153,15 @@ class TransformersBackend(LLMBackend):
             self._grammars[key] = self._compiler.compile_json_schema(json.dumps(json_schema), any_whitespace=False)
         return self._grammars[key]
 
-    def _generate_batch(self, texts: list[str], s: Sampling, schemas: list) -> list[str]:
+    def _generate_batch(self, texts: list[str], s: Sampling, schemas: list, reply_prefix: str = "") -> list[str]:
         import torch
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         kw = dict(max_new_tokens=s.max_new_tokens, pad_token_id=self.tok.pad_token_id,
                   repetition_penalty=s.repetition_penalty)
+        if self.fast:
+            kw["past_key_values"] = growing_cache(enc["input_ids"].shape[1] + s.max_new_tokens)
+            if all(x is None for x in schemas) and reply_prefix.lstrip()[:1] in ("[", "{"):
+                kw["stopping_criteria"] = [json_stop(self.tok, reply_prefix, len(texts))]
         if s.temperature > 0: kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else: kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if any(x is not None for x in schemas):
@@ -99,12 +183,13 @@ class TransformersBackend(LLMBackend):
         out: list[str] = [""] * len(texts)
         old = torch.get_num_threads()
         if self.num_threads: torch.set_num_threads(self.num_threads)
+        self.stats["threads"] = torch.get_num_threads()     # more threads than free cores stalls every step
         t0 = time.time()
         try:
             for b in range(0, len(order), self.batch_size):
                 idx = order[b:b + self.batch_size]
                 if s.temperature > 0: torch.manual_seed(s.seed + b)
-                for i, r in zip(idx, self._generate_batch([texts[i] for i in idx], s, [schemas[i] for i in idx])):
+                for i, r in zip(idx, self._generate_batch([texts[i] for i in idx], s, [schemas[i] for i in idx], reply_prefix)):
                     out[i] = reply_prefix + r
         finally:
             torch.set_num_threads(old)
