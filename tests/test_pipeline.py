@@ -23,3 +23,19 @@ def test_parameter_cells_parse(caplog):
         params = {p.name for p in PythonTranslator.inspect(cell)}
         assert not [r.message for r in caplog.records if "Unable to parse" in r.message], s.notebook
         assert {"profile", "run_dir"} <= params, (s.notebook, sorted(params))
+
+def test_parameters_do_not_shadow_notebook_names():
+    "No papermill parameter has the name of a function or class its notebook defines (papermill would overwrite it)."
+    import ast, nbformat
+    from papermill.translators import PythonTranslator
+    for s in STEPS:
+        nb = nbformat.read(repo_root() / "nbs" / s.notebook, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        params = {p.name for p in PythonTranslator.inspect(cell)}
+        defined = set()
+        for c in nb.cells:
+            if c.cell_type != "code" or c is cell: continue
+            try: tree = ast.parse("\n".join(l for l in c.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+            except SyntaxError: continue
+            defined |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+        assert not params & defined, (s.notebook, sorted(params & defined))
