@@ -23,6 +23,9 @@ def test_parameter_cells_parse(caplog):
         params = {p.name for p in PythonTranslator.inspect(cell)}
         assert not [r.message for r in caplog.records if "Unable to parse" in r.message], s.notebook
         assert {"profile", "run_dir"} <= params, (s.notebook, sorted(params))
+        assigned = {l.split("=")[0].split(":")[0].strip() for l in cell.source.splitlines()
+                    if "=" in l.split("#")[0] and not l.startswith(("#", " "))}
+        assert assigned == params, (s.notebook, "papermill does not see", sorted(assigned - params))
 
 def test_parameters_do_not_shadow_notebook_names():
     "No papermill parameter has the name of a function or class its notebook defines (papermill would overwrite it)."

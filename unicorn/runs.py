@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'sha256_file', 'ShardError', 'JsonlShards',
            'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit', 'peak_rss_mb', 'StageSettingsError',
-           'RunFolder', 'map_shards']
+           'resolve_root', 'RunFolder', 'map_shards']
 
 # %% ../nbs/01_runs.ipynb #04f59911
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
@@ -153,10 +153,19 @@ def peak_rss_mb() -> float:
 class StageSettingsError(RuntimeError):
     "A finished stage asked to run again with other settings: its outputs would not match them."
 
+def resolve_root(root: Path | str) -> Path:
+    """`root` as given if absolute; a relative one against the repository root (the folder above with `settings.ini`
+    and `nbs/`) when the working folder is inside the repository, so a notebook started in `nbs/` finds `runs/mini`."""
+    p = Path(root).expanduser()
+    if p.is_absolute(): return p
+    for d in [Path.cwd().resolve(), *Path.cwd().resolve().parents]:
+        if (d / "settings.ini").exists() and (d / "nbs").is_dir(): return d / p
+    return p
+
 class RunFolder:
-    "A run folder `runs/<name>/` with its `manifest.json`."
+    "A run folder `runs/<name>/` with its `manifest.json` (a relative path resolves against the repository root)."
     def __init__(self, root: Path | str, profile: str | None = None, seed: int | None = None):
-        self.root = Path(root); self.root.mkdir(parents=True, exist_ok=True)
+        self.root = resolve_root(root); self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
         m = self.manifest()
         if not m:
