@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import check_profile
-from .runs import RunFolder
+from .runs import RunFolder, resolve_root
 
 # %% auto #0
-__all__ = ['STEPS', 'SCALES', 'Step', 'repo_root', 'resolve_run_dir', 'select_steps', 'step_params', 'eta_s', 'timing_summary',
-           'run_pipeline', 'save_figure', 'main']
+__all__ = ['STEPS', 'SCALES', 'Step', 'repo_root', 'select_steps', 'step_params', 'eta_s', 'timing_summary', 'run_pipeline',
+           'save_figure', 'main']
 
 # %% ../nbs/04_pipeline.ipynb #38e1fb85
 @dataclass(frozen=True)
@@ -65,11 +65,6 @@ def repo_root() -> Path:
             if (p / "settings.ini").exists() and (p / "nbs").is_dir(): return p
     raise FileNotFoundError("cannot find the unicorn repository root (a folder with settings.ini and nbs/)")
 
-def resolve_run_dir(run_dir: str | Path) -> Path:
-    "`run_dir` made absolute against the repository root (so a notebook started in `nbs/` finds `make demo`'s `runs/mini`)."
-    p = Path(run_dir).expanduser()
-    return p if p.is_absolute() else repo_root() / p
-
 # %% ../nbs/04_pipeline.ipynb #426d7baa
 def select_steps(only: list[str] | None = None, steps: list[Step] | None = None, scale: str = "full") -> list[Step]:
     "The steps of `scale` whose notebook name starts with one of `only` (all of them if `only` is empty)."
@@ -106,7 +101,7 @@ def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale
     "Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder."
     import papermill as pm
     check_profile(profile)
-    root = repo_root(); run_dir = resolve_run_dir(run_dir)
+    root = repo_root(); run_dir = resolve_root(run_dir)
     run = RunFolder(run_dir, profile=profile)
     out_dir = run_dir / "notebooks"; out_dir.mkdir(parents=True, exist_ok=True)
     steps, t_start = select_steps(only, scale=scale), time.time()
