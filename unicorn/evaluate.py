@@ -15,8 +15,8 @@ import torch
 from .config import resolve_config, config_dict
 from .runs import RunFolder, atomic_write_json
 from .vlm import UnicornVLM, expand_image_tokens, image_token_id, load_vlm
-from .vlm_data import EmbeddingIndex, SYSTEM_PROMPT, vqa_prompt
-from .prefix_cache import PrefixCache, batch_cache, split_at_image, shared_prefix_cache
+from .vlm_data import EmbeddingIndex, IGNORE, SYSTEM_PROMPT, vqa_prompt
+from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
 __all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers', 'rank_answers_cached',
@@ -94,16 +94,13 @@ def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evalu
     T = max((len(a_ids[j]) - 1 for j in multi), default=0)
     img, out = vlm.cfg.image_token_id, np.zeros((len(prompts), len(answers)))
     for s in range(0, len(prompts), batch_size):
-        sp = [split_at_image(p, [-100] * len(p), img) for p in prompts[s:s + batch_size]]
+        sp = [split_at_image(p, [IGNORE] * len(p), img) for p in prompts[s:s + batch_size]]
         B = len(sp)
-        kv, pmask, plen = batch_cache(cache, [x.prefix for x in sp])
-        slen = torch.tensor([len(x.suffix) for x in sp]); S = int(slen.max())
-        ids = torch.full((B, S), tok.pad_token_id, dtype=torch.long); smask = torch.zeros_like(ids)
-        for b, x in enumerate(sp): ids[b, :len(x.suffix)] = torch.tensor(x.suffix); smask[b, :len(x.suffix)] = 1
-        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + B]), dtype=torch.float32)
+        emb = None if image_emb is None else np.asarray(image_emb[s:s + B])
+        batch = collate_split(sp, cache, tok.pad_token_id, emb); batch.pop("labels")
+        plen, slen = batch["position_ids"][:, 0], torch.tensor([len(x.suffix) for x in sp])
         keep = torch.unique(slen - 1)                                     # the last real position of each row
-        o = vlm(ids, attention_mask=torch.cat([pmask, smask], 1), position_ids=plen[:, None] + torch.arange(S),
-                image_emb=emb, past_key_values=kv, use_cache=True, logits_to_keep=keep)
+        o = vlm(**batch, use_cache=True, logits_to_keep=keep)
         last = o.logits[torch.arange(B), torch.searchsorted(keep, slen - 1)].float().log_softmax(-1)
         out[s:s + B] = last[:, [a[0] for a in a_ids]].numpy()
         if not multi: continue
@@ -112,7 +109,7 @@ def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evalu
         cont = torch.full((B * M, T), tok.pad_token_id, dtype=torch.long); cmask = torch.zeros_like(cont)
         for r in range(B * M):
             a = a_ids[multi[r % M]][:-1]; cont[r, :len(a)] = torch.tensor(a); cmask[r, :len(a)] = 1
-        mask = torch.cat([torch.cat([pmask, smask], 1).repeat_interleave(M, 0), cmask], 1)
+        mask = torch.cat([batch["attention_mask"].repeat_interleave(M, 0), cmask], 1)
         pos = (plen + slen).repeat_interleave(M)[:, None] + torch.arange(T)
         lp = vlm.lm(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=_expand_cache(o.past_key_values, M)
                     ).logits.float().log_softmax(-1)
