@@ -31,10 +31,10 @@ _FULL_CONDITIONS = ["none", "unicorn_code", "oracle", "c3", "real", "blind"]
 
 STEPS: list[Step] = [
     # Unicorn Stages 1-2: text (the demo shows them on a few examples)
-    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 300}, est_s=15),
+    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 192}, est_s=15),
     Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
     Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
-         demo={"n_captions": 2, "n_compare": 1}, est_s=120),
+         demo={"n_captions": 2, "n_compare": 1}, full={"n_captions": 8, "n_compare": 2}, est_s=120),
     # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
