@@ -32,9 +32,10 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo
 
-# every study and figure, in its own run folder (its stages use larger settings than the demo's)
+# every study and figure, in its own run folder (its stages use larger settings than the demo's); the executed
+# notebooks' outputs (tables, figures, readings) are copied back into nbs/ so they show without running
 reproduce: setup
-	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN_FULL) --scale full
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN_FULL) --scale full --keep-outputs
 
 export: setup
 	$(BIN)/nbdev_export

@@ -42,3 +42,40 @@ def test_parameters_do_not_shadow_notebook_names():
             except SyntaxError: continue
             defined |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
         assert not params & defined, (s.notebook, sorted(params & defined))
+
+def test_parameters_typed_and_commented():
+    "`papermill --help-notebook` shows a type and a comment for every parameter of every pipeline notebook."
+    import nbformat
+    from papermill.inspection import _infer_parameters
+    for s in STEPS:
+        nb = nbformat.read(repo_root() / "nbs" / s.notebook, as_version=4)
+        for p in _infer_parameters(nb):
+            assert p.inferred_type_name not in ("None", ""), (s.notebook, p.name, "has no type")
+            assert p.help.strip(), (s.notebook, p.name, "has no comment")
+
+def test_every_notebook_names_its_kernel():
+    "Lab opens any notebook without a 'Select Kernel' dialog, and papermill runs it without `-k`."
+    import nbformat
+    for p in sorted((repo_root() / "nbs").glob("*.ipynb")):
+        assert nbformat.read(p, as_version=4).metadata.get("kernelspec", {}).get("name") == "python3", p.name
+
+def test_parameters_checked_right_after_the_parameters_cell():
+    "Every pipeline notebook calls check_parameters(In) in the cell after its parameters cell (where papermill injects)."
+    import nbformat
+    for s in STEPS:
+        cells = nbformat.read(repo_root() / "nbs" / s.notebook, as_version=4).cells
+        i = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+        assert "check_parameters(In)" in cells[i + 1].source, s.notebook
+
+def test_unknown_parameter_fails_the_run(tmp_path):
+    "A misspelt papermill parameter stops the notebook with a message naming it; a declared one runs."
+    import nbformat, papermill as pm, pytest
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
+    params = nbformat.v4.new_code_cell("n_seeds: int = 3   # seeds"); params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("from unicorn.pipeline import check_parameters\ncheck_parameters(In)"),
+                nbformat.v4.new_code_cell("print(n_seeds)")]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    out = pm.execute_notebook(str(tmp_path / "nb.ipynb"), str(tmp_path / "ok.ipynb"), parameters={"n_seeds": 5}, progress_bar=False)
+    assert out.cells[-1].outputs[0]["text"] == "5\n"
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['n_seed'\]"):
+        pm.execute_notebook(str(tmp_path / "nb.ipynb"), str(tmp_path / "bad.ipynb"), parameters={"n_seed": 5}, progress_bar=False)

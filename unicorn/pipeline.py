@@ -12,8 +12,8 @@ from .config import check_profile
 from .runs import RunFolder, resolve_root
 
 # %% auto #0
-__all__ = ['STEPS', 'SCALES', 'Step', 'repo_root', 'select_steps', 'step_params', 'eta_s', 'timing_summary', 'run_pipeline',
-           'save_figure', 'main']
+__all__ = ['STEPS', 'SCALES', 'KEPT_MIME', 'Step', 'repo_root', 'select_steps', 'step_params', 'eta_s', 'timing_summary',
+           'run_pipeline', 'save_figure', 'assigned_names', 'check_parameters', 'kept_outputs', 'carry_outputs', 'main']
 
 # %% ../nbs/04_pipeline.ipynb #38e1fb85
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ _FULL_CONDITIONS = ["none", "unicorn_code", "oracle", "c3", "real", "blind"]
 
 STEPS: list[Step] = [
     # Unicorn Stages 1-2: text (the demo shows them on a few examples)
-    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 192}, est_s=15),
+    Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 96}, est_s=15),
     Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
     Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
-         demo={"n_captions": 2, "n_compare": 1}, full={"n_captions": 8, "n_compare": 2}, est_s=120),
+         demo={"n_captions": 2, "n_compare": 1}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
     # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
@@ -54,7 +54,7 @@ STEPS: list[Step] = [
     Step("32_train.ipynb", _VLM_SMOKE, demo=None, est_s=200),
     Step("33_eval.ipynb", {**_VLM_SMOKE, "n_per_type": 6}, demo=None, est_s=120),
     Step("53_study_sparse_dense.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "k_sft_steps": 2,
-         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, full={"n_seeds": 5}, est_s=900),
+         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, full={"n_seeds": 5, "k_n_per_type": 20}, est_s=900),
 ]
 SCALES = ("demo", "full", "smoke")
 
@@ -97,8 +97,10 @@ def timing_summary(run: RunFolder, steps: list[Step]) -> str:
 
 # %% ../nbs/04_pipeline.ipynb #8fd399c0
 def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale: str = "demo",
-                 only: list[str] | None = None, kernel: str = "python3", log_output: bool = False) -> RunFolder:
-    "Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder."
+                 only: list[str] | None = None, kernel: str = "python3", log_output: bool = False,
+                 keep_outputs: bool = False) -> RunFolder:
+    """Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder.
+    `keep_outputs`: copy each executed notebook's outputs into its source in `nbs/` (see `carry_outputs`)."""
     import papermill as pm
     check_profile(profile)
     root = repo_root(); run_dir = resolve_root(run_dir)
@@ -120,6 +122,7 @@ def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale
             run.update_stage(f"notebook:{step.notebook}", status="failed", wall_s=round(time.time() - t0, 1), error=str(e)[-2000:])
             raise
         run.update_stage(f"notebook:{step.notebook}", status="done", wall_s=round(time.time() - t0, 1))
+        if keep_outputs: carry_outputs(out_dir / step.notebook, root / "nbs" / step.notebook)
     summary = timing_summary(run, steps)
     run.update_stage("timing", scale=scale, wall_s=round(time.time() - t_start, 1),
                      steps={s.notebook: run.stage(f"notebook:{s.notebook}").get("wall_s") for s in steps})
@@ -137,7 +140,58 @@ def save_figure(fig, name: str, figures_dir: str | Path | None = None) -> list[P
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return paths
 
+# %% ../nbs/04_pipeline.ipynb #9fecd152
+def assigned_names(source: str) -> list[str]:
+    "The names a cell's top-level statements assign, in order (`x = 1`, `y: int = 2`)."
+    import ast
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+def check_parameters(history: list[str]) -> list[str]:
+    """Raise `ValueError` if papermill injected a parameter that the notebook's `parameters` cell does not declare.
+    `history`: IPython's `In` (the injected cell starts with "# Parameters" and follows the parameters cell).
+    Returns the injected names ([] when the notebook did not run under papermill)."""
+    at = [i for i, src in enumerate(history) if i > 0 and src.lstrip().startswith("# Parameters")]
+    if not at: return []
+    given, declared = assigned_names(history[at[-1]]), assigned_names(history[at[-1] - 1])
+    unknown = [n for n in given if n not in declared]
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}: this notebook's parameters are {declared} "
+                         f"(see `papermill --help-notebook <notebook>`)")
+    return given
+
 # %% ../nbs/04_pipeline.ipynb #0eb07b09
+KEPT_MIME = ("text/plain", "text/html", "text/markdown", "image/png")
+
+def kept_outputs(outputs: list[dict], max_chars: int = 20_000) -> list[dict]:
+    """The outputs of one executed cell worth committing: stdout text (its last `max_chars` characters), tables,
+    figures and values; not stderr (progress bars, warnings), widgets or errors."""
+    kept = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and o.get("name") == "stdout":
+            text = "".join(o["text"]) if isinstance(o["text"], list) else o["text"]
+            kept.append({**o, "text": text[-max_chars:]})
+        elif o.get("output_type") in ("display_data", "execute_result"):
+            data = {k: v for k, v in o.get("data", {}).items() if k in KEPT_MIME}
+            if data: kept.append({**o, "data": data, "metadata": {}})
+    return kept
+
+def carry_outputs(executed: str | Path, source: str | Path) -> int:
+    """Copy the kept outputs of the executed notebook `executed` into the code cells of `source` with the same id;
+    every other code cell of `source` loses its outputs. Returns the number of cells that now show something."""
+    from execnb.nbio import read_nb, write_nb
+    from nbdev.clean import nbdev_clean
+    ran = {c.get("id"): c for c in read_nb(executed).cells if c.cell_type == "code"}
+    nb = read_nb(source)
+    for c in nb.cells:
+        if c.cell_type == "code": c["outputs"] = kept_outputs(ran[c.id].get("outputs", [])) if c.get("id") in ran else []
+    write_nb(nb, source); nbdev_clean(fname=str(source))
+    return sum(bool(c.get("outputs")) for c in nb.cells)
+
+# %% ../nbs/04_pipeline.ipynb #cbea7dd9
 def main(argv: list[str] | None = None) -> None:
     "Command line: `python -m unicorn.pipeline --profile mini --run-dir runs/mini [--scale smoke] [--only 12 20]`."
     ap = argparse.ArgumentParser(description=__doc__ or "Run the unicorn pipeline notebooks with papermill.")
@@ -145,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", default="demo", choices=list(SCALES), help="demo (~15 min), full (every study, ~90 min), smoke (tests)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all steps)")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    ap.add_argument("--keep-outputs", action="store_true", help="copy each executed notebook's outputs into nbs/ (make reproduce)")
     a = ap.parse_args(argv)
-    run_pipeline(a.profile, a.run_dir, a.scale, a.only, log_output=a.log_output)
+    run_pipeline(a.profile, a.run_dir, a.scale, a.only, log_output=a.log_output, keep_outputs=a.keep_outputs)
 
 if __name__ == "__main__" and "__file__" in globals(): main()   # `python -m unicorn.pipeline`, not in a notebook
