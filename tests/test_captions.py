@@ -154,3 +154,66 @@ def test_resume_with_retries_gives_the_uninterrupted_result(tiny, tmp_path):
     run_captions(SEEDS, tiny, cfg, tmp_path / "cut", progress=False)
     assert _all(tmp_path / "cut") == _all(tmp_path / "full")
     assert all(r["attempts"] == 2 for r in _all(tmp_path / "full")[0])          # gibberish: every seed asked twice
+
+# --- issue 13: characters that are not text are rejected with a reason and never written ---
+from hypothesis import event
+from unicorn.captions import text_problem, judge_reply, storable
+
+NOT_TEXT = {"\x00": "control-characters", "\x1b[31m": "control-characters", "\x7f": "control-characters",
+            "\u2028": "control-characters", "\u202e": "invisible-characters", "\u2066": "invisible-characters",
+            "\u200b": "invisible-characters", "\ufeff": "invisible-characters", "\U000e0041": "invisible-characters",
+            "\ud800": "lone-surrogate", "\udfff": "lone-surrogate"}
+
+@pytest.mark.parametrize("bad", sorted(NOT_TEXT))
+def test_caption_with_non_text_character_rejected(bad):
+    cap = FAITHFUL.replace("smooth", "smo" + bad + "oth")
+    assert reject_reason(cap, "a red circle", min_words=10) == NOT_TEXT[bad]
+    cleaned, _, why = judge_reply(cap, "a red circle", min_words=10)     # a reply is cleaned first: whitespace is
+    assert why == (None if bad.isspace() else NOT_TEXT[bad])              # normalised, so U+2028 becomes a space
+    assert bad not in cleaned or why
+    assert reject_reason(FAITHFUL, "a red circle", min_words=10) is None
+
+def test_invisible_only_caption_is_empty():
+    assert reject_reason("\u2800 \u3164 \u0301", "a red circle") == "empty"
+    assert text_problem("\u00a0\u3000") == "blank" and text_problem("Äpfel 🍎.") is None
+
+class Poisoning(LLMBackend):
+    "Answers every seed with a faithful caption carrying one poisoned character, forever."
+    def __init__(self, bad): self.bad, self.calls = bad, 0
+    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+        self.calls += 1
+        return [FAITHFUL.replace("smooth", "smo" + self.bad + "oth") for _ in prompts]
+
+@pytest.mark.parametrize("bad", ["\x00", "\x1b[31m", "\u202e", "\u200b", "\ud800"])
+def test_poisoned_captions_counted_never_written(tmp_path, bad):
+    "Stage 1 finishes (first try and resume); every reply is rejected with its reason; no shard holds the character."
+    seeds = [{"id": f"s{i}", "seed": "a red circle"} for i in range(3)]
+    cfg = CaptionsConfig(min_words=10, shard_size=2, max_retries=2)
+    st_ = run_captions(seeds, Poisoning(bad), cfg, tmp_path, progress=False)
+    assert st_["counts"] == {"generated": 3, "kept": 0, "rejected": {NOT_TEXT[bad]: 3}}
+    assert st_["consistency"]["rejected_replies"] == {NOT_TEXT[bad]: 9}                  # 1 + 2 retries each
+    assert len(JsonlShards(tmp_path / "captions")) == 0 and len(JsonlShards(tmp_path / "captions_rejected")) == 3
+    for f in tmp_path.rglob("*.jsonl"): f.read_bytes().decode("utf-8")                     # every shard is valid UTF-8
+    assert not any(bad in r["caption"] for r in JsonlShards(tmp_path / "captions"))        # kept aside, never a caption
+    be = Poisoning(bad)
+    again = run_captions(seeds, be, cfg, tmp_path, progress=False)
+    assert again["shards"]["resumed"] == 2 and be.calls == 0 and again["counts"] == st_["counts"]
+
+def test_missing_or_non_string_replies_are_reasons(tmp_path):
+    class Odd(LLMBackend):
+        def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""): return [None, b"x"][:len(prompts)]
+    st_ = run_captions([{"id": f"s{i}", "seed": "a red circle"} for i in range(3)], Odd(),
+                       CaptionsConfig(shard_size=3, max_retries=0), tmp_path, progress=False)
+    assert st_["counts"]["rejected"] == {"not-text": 3}
+
+@settings(max_examples=2500, deadline=None, database=None)
+@given(st.lists(st.one_of(st.sampled_from(FAITHFUL.split() + list(NOT_TEXT) + ["\n\n", "Caption:", "\u00a0", "\u2800"]),
+                          st.text(st.characters(exclude_categories=()), max_size=3)), max_size=40).map(" ".join))
+def test_any_reply_gives_a_reason_or_a_clean_caption(reply):
+    "judge_reply never raises; a kept caption is visible text only and encodes as UTF-8; the stored reply always does."
+    cap, _, why = judge_reply(reply, "a red circle", min_words=5)
+    event(f"reason: {why}")
+    if why is None:
+        assert text_problem(cap) is None and cap.encode("utf-8")
+        assert not any(c in cap for c in NOT_TEXT)
+    storable(reply).encode("utf-8")

@@ -1,9 +1,10 @@
 "Each LLM backend's request/response path: transformers (tiny model), vLLM (request building + a stand-in module), OpenAI HTTP (local server)."
-import json, sys, types
+import json, sys, time, types
 import pytest
+from hypothesis import given, settings, strategies as st
 from unicorn.fixtures import tiny_llama
 from unicorn.llm import (Sampling, TransformersBackend, VLLMBackend, OpenAIBackend, LLMRequestError, serve_openai,
-                         vllm_request, openai_chat_body, get_backend)
+                         vllm_request, openai_chat_body, get_backend, BadReply, completion_text, parse_completion)
 
 SCHEMA = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}, "n": {"enum": [1, 2, 3]}},
           "required": ["colour", "n"], "additionalProperties": False}
@@ -95,9 +96,68 @@ def test_openai_bounded_retries_then_error(tiny):
 def test_openai_timeout_is_retried_then_fails(tiny):
     with serve_openai(tiny, max_requests=10, delay=1.0) as srv:
         client = OpenAIBackend("tiny", srv.base_url, concurrency=1, timeout=0.2, max_retries=1, backoff=0.01)
-        with pytest.raises(LLMRequestError, match="ReadTimeout"):
+        with pytest.raises(LLMRequestError, match="no complete reply within 0.2 s"):
             client.generate(["x"], Sampling(max_new_tokens=2))
         assert client.stats["retries"] == 1
+
+@pytest.mark.parametrize("mode,why", [("bad-body", "not JSON"), ("empty-choices", "no choices"),
+                                      ("error-object", "model overloaded")])
+def test_openai_bad_200_replies_are_retried(tiny, mode, why):
+    "An HTTP 200 whose body is not a chat completion is retried like a 503, not raised as a bare JSON/Index/KeyError."
+    s = Sampling(max_new_tokens=4)
+    with serve_openai(tiny, fail_first=2, fail_mode=mode) as srv:
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=1, max_retries=2, backoff=0.01)
+        assert client.generate(["x"], s) == tiny.generate(["x"], s) and client.stats["retries"] == 2
+
+@pytest.mark.parametrize("mode,why", [("bad-body", "not JSON"), ("empty-choices", "no choices"),
+                                      ("error-object", "model overloaded")])
+def test_openai_bad_200_replies_name_the_prompt_and_keep_the_rest(tiny, mode, why):
+    s = Sampling(max_new_tokens=4)
+    with serve_openai(tiny, fail_first=2, fail_mode=mode) as srv:       # prompts 0 and 1 get the bad reply
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=1, max_retries=0, backoff=0.01)
+        with pytest.raises(LLMRequestError, match=f"2 of 3 prompts failed; prompt 0: failed after 1 attempts .*{why}") as e:
+            client.generate(["a", "b", "c"], s)
+    assert sorted(e.value.failed) == [0, 1] and all(why in m for m in e.value.failed.values())
+    assert e.value.replies == [None, None, tiny.generate(["c"], s)[0]] and client.stats["failed"] == 2
+
+def test_openai_slow_drip_is_cut_at_one_deadline(tiny):
+    "A server dripping a valid reply a byte every 50 ms (~5 s in all) is cut off at timeout=0.4 s, then retried."
+    s = Sampling(max_new_tokens=4)
+    with serve_openai(tiny, fail_first=2, fail_mode="slow-drip", drip=0.05) as srv:
+        client = OpenAIBackend("tiny", srv.base_url, concurrency=1, timeout=0.4, max_retries=0, backoff=0.01)
+        t0 = time.monotonic()
+        with pytest.raises(LLMRequestError, match="prompt 0: failed after 1 attempts .no complete reply within 0.4 s"):
+            client.generate(["x"], s)
+        assert time.monotonic() - t0 < 1.5
+        client.max_retries = 1; t0 = time.monotonic()                   # drip once more, then a proper reply
+        assert client.generate(["x"], s) == tiny.generate(["x"], s) and time.monotonic() - t0 < 2.5
+
+def test_server_fail_modes_are_checked(tiny):
+    with pytest.raises(ValueError, match="fail_mode must be one of"):
+        serve_openai(tiny, fail_mode="teapot")
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+                     max_leaves=8)
+_BODY = st.one_of(_JSON,
+                  st.builds(lambda c: {"choices": c}, _JSON),
+                  st.builds(lambda m: {"choices": [{"message": m}]}, _JSON),
+                  st.builds(lambda c: {"choices": [{"message": {"content": c}}]}, _JSON),
+                  st.builds(lambda e: {"error": e}, _JSON))
+
+@settings(max_examples=600, deadline=None)
+@given(_BODY)
+def test_completion_text_property_any_json_is_text_or_bad_reply(data):
+    "Any JSON body: the reply text, or `BadReply` (a counted, retried failure) — never a bare KeyError/IndexError/TypeError."
+    try: out = completion_text(data)
+    except BadReply: return
+    assert isinstance(out, str) and out == (data["choices"][0]["message"].get("content") or "")
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=40), st.text(st.sampled_from(list('{}[]":,0 1\\uae')), max_size=40).map(str.encode)))
+def test_parse_completion_property_any_bytes_is_text_or_bad_reply(body):
+    try: assert isinstance(parse_completion(body), str)
+    except BadReply: pass
 
 def test_server_request_budget(tiny):
     with serve_openai(tiny, max_requests=1) as srv:

@@ -45,13 +45,11 @@ def test_parameters_do_not_shadow_notebook_names():
 
 def test_parameters_typed_and_commented():
     "`papermill --help-notebook` shows a type and a comment for every parameter of every pipeline notebook."
-    import nbformat
-    from papermill.inspection import _infer_parameters
+    from papermill import inspect_notebook
     for s in STEPS:
-        nb = nbformat.read(repo_root() / "nbs" / s.notebook, as_version=4)
-        for p in _infer_parameters(nb):
-            assert p.inferred_type_name not in ("None", ""), (s.notebook, p.name, "has no type")
-            assert p.help.strip(), (s.notebook, p.name, "has no comment")
+        for name, p in inspect_notebook(str(repo_root() / "nbs" / s.notebook)).items():
+            assert p["inferred_type_name"] not in ("None", ""), (s.notebook, name, "has no type")
+            assert p["help"].strip(), (s.notebook, name, "has no comment")
 
 def test_every_notebook_names_its_kernel():
     "Lab opens any notebook without a 'Select Kernel' dialog, and papermill runs it without `-k`."

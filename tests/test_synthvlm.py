@@ -102,3 +102,45 @@ def test_curation_with_an_llm_judge():
     assert counts["input"] == 2 and counts["length"] == 1
     assert counts["kept"] + counts.get("judge_unparsed", 0) + counts.get("judge_no", 0) == 1
     assert {r["id"] for r in rej} >= {"b"}
+
+
+# --- issue 13: record ids never become paths as they are ---
+import re
+from pathlib import Path
+from hypothesis import given, settings, strategies as st
+from unicorn.synthvlm import safe_stem, image_name
+
+class NoiseBackend(DiffusionBackend):
+    "Random images, fast: for tests of the file plumbing."
+    def __init__(self): pass
+    def generate(self, captions, caption_ids, n=1, *a, **k):
+        rng = np.random.default_rng(0)
+        return [[rng.integers(0, 255, (16, 16, 3)).astype(np.uint8) for _ in range(n)] for _ in captions]
+
+def _unit(rows): rows = np.asarray(rows, np.float32); return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+_enc_t = lambda texts: _unit([[len(t) + 1.0, 1.0] for t in texts])
+_enc_i = lambda ims: _unit([[float(im.mean()) + 1.0, 1.0] for im in ims])
+
+def test_synthesize_ids_never_write_outside_out_dir(tmp_path):
+    out = tmp_path / "run" / "synthvlm"
+    ids = ["../../x", "../escape", "/tmp/abs", "a/b", "a-b", "a\\b", "..", ".", "", "a\x00b", "x" * 500, "ünï", 7]
+    recs = [{"id": i, "caption": f"caption {k}"} for k, i in enumerate(ids)] + [{"id": "a/b", "caption": "again"}]
+    st_ = synthesize(recs, NoiseBackend(), _enc_t, _enc_i, out, n=2, height=16, width=16, ssim_size=8, progress=False)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert all(p.parent == out / "images" or p.parent == out for p in files)
+    assert len(list((out / "images").glob("*.png"))) == 2 * len(ids)               # unique per id, none overwritten
+    assert st_["candidates"] == 2 * len(ids) and st_["duplicate_id"] == 1
+    skipped = [json.loads(l) for l in (out / "skipped.jsonl").read_text().splitlines()]
+    assert {"caption_id": "a/b", "image": None, "reason": "duplicate_id"} in skipped
+    scores = [json.loads(l) for l in (out / "scores.jsonl").read_text().splitlines()]
+    assert {s["caption_id"] for s in scores} == set(ids) and all(Path(s["image"]).parent == out / "images" for s in scores)
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_safe_stem_property(a, b):
+    "Any id: a plain file name (no separator, no leading dot, <= 59 chars) inside its folder; different ids, different names."
+    for rid in (a, b):
+        name = image_name(rid, 3)
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*_3\.png", name) and len(safe_stem(rid)) <= 59
+        assert (Path("/out/images") / name).resolve().parent == Path("/out/images")
+    assert (safe_stem(a) == safe_stem(b)) == (a == b)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_captions.ipynb #627ef678
 from __future__ import annotations
-import hashlib, json, math, re
+import hashlib, json, math, re, unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +18,10 @@ from .runs import JsonlShards, map_shards, atomic_write_json
 # %% auto #0
 __all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'SEED_WORDS', 'CAPTION_PROMPTS', 'EASYVQA_SYNONYMS', 'ATTRIBUTE_VOCABS',
            'PRESETS', 'caption_messages', 'caption_prompt', 'easyvqa_vocab', 'attribute_vocab', 'find_attributes',
-           'attribute_check', 'seed_similarity', 'clean_caption', 'words', 'reject_reason', 'shingles', 'jaccard',
-           'minhash', 'near_duplicates', 'caption_stats', 'expand_shard', 'finalize_captions', 'CaptionsConfig',
-           'backend_for', 'sampling_for', 'similarity_encoder_for', 'run_captions', 'plot_caption_stats']
+           'attribute_check', 'seed_similarity', 'text_problem', 'storable', 'clean_caption', 'words', 'reject_reason',
+           'shingles', 'jaccard', 'minhash', 'near_duplicates', 'caption_stats', 'judge_reply', 'expand_shard',
+           'finalize_captions', 'CaptionsConfig', 'backend_for', 'sampling_for', 'similarity_encoder_for',
+           'run_captions', 'plot_caption_stats']
 
 # %% ../nbs/12_captions.ipynb #ed64051a
 CAPTION_SYSTEM = (
@@ -104,6 +105,26 @@ def seed_similarity(seeds: Sequence[str], captions: Sequence[str], encoder: Call
     return (e[:len(seeds)] * e[len(seeds):]).sum(1)
 
 # %% ../nbs/12_captions.ipynb #06e5856e
+_NOT_TEXT = {"Cs": "lone-surrogate", "Cc": "control-characters", "Zl": "control-characters",
+             "Zp": "control-characters", "Cf": "invisible-characters", "Co": "invisible-characters",
+             "Cn": "invisible-characters"}
+_BLANK_LOOKALIKES = set("\u115f\u1160\u2800\u3164\uffa0")
+
+def text_problem(text: str) -> str | None:
+    "'lone-surrogate', 'control-characters', 'invisible-characters' or 'blank' if `text` is not plain visible text, else None."
+    if not isinstance(text, str): return "not-text"
+    cats = {unicodedata.category(c) for c in set(text)}
+    for cat, why in _NOT_TEXT.items():
+        if cat in cats: return why
+    if not any(unicodedata.category(c)[0] in "LNPS" and c not in _BLANK_LOOKALIKES for c in set(text)): return "blank"
+    return None
+
+def storable(text):
+    "`text` as a string UTF-8 can encode (lone surrogates become `\\udXXX` escapes; None stays None, other types their repr)."
+    if text is None: return None
+    return (text if isinstance(text, str) else repr(text)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+# %% ../nbs/12_captions.ipynb #bf054dbf
 _LABEL = re.compile(r"^\s*(?:(?:here is|here's)[^:\n]{0,60}:|caption\s*:|paragraph\s*:|expanded caption\s*:)\s*", re.I)
 _ECHO = ("seed caption", "one paragraph", "rewrite the short", "output only", "describes only what can be seen")
 
@@ -131,6 +152,7 @@ def reject_reason(caption: str,           # the cleaned caption
                   vocab: dict | None = None,  # an `attribute_vocab` (None: no attribute check)
                  ) -> str | None:
     "The first degenerate-output reason that applies to `caption` (see the table), or None if it is kept."
+    if (why := text_problem(caption)): return "empty" if why == "blank" else why
     w = words(caption)
     if not w: return "empty"
     low = caption.lower()
@@ -199,6 +221,19 @@ def caption_stats(captions: Sequence[str]) -> dict:
 def _shard_seed(base: int, first_id: str) -> int:
     return base + int(hashlib.sha1(first_id.encode()).hexdigest()[:6], 16)
 
+def judge_reply(reply,                    # the LLM's reply (normally a string)
+                seed: str,                # the seed it should expand
+                min_words: int = 20,      # shorter captions are rejected
+                max_words: int = 400,     # longer captions are rejected
+                vocab: dict | None = None,  # an `attribute_vocab` (None: no attribute check)
+               ) -> tuple[str, bool, str | None]:
+    "`(caption, truncated, reason)` of one reply; never raises: an error while checking becomes the reason."
+    if not isinstance(reply, str): return "", False, "not-text"
+    try:
+        cap, trunc = clean_caption(reply)
+        return cap, trunc, reject_reason(cap, seed, trunc, min_words, max_words, vocab)
+    except Exception as e: return "", False, f"check-failed: {type(e).__name__}"
+
 def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
                  backend: LLMBackend,     # the LLM
                  sampling: Sampling,      # decoding settings (the seed is derived per shard)
@@ -215,13 +250,13 @@ def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
     for attempt in range(1 + (max_retries if sampling.temperature > 0 else 0)):   # greedy would repeat itself
         if not todo: break
         s = Sampling(**{**sampling.__dict__, "seed": base + 7919 * attempt})
-        replies = backend.generate([caption_messages(seeds[i]["seed"], system=system) for i in todo], s)
-        for i, reply in zip(todo, replies):
-            r, (cap, trunc) = seeds[i], clean_caption(reply)
-            why = reject_reason(cap, r["seed"], trunc, min_words, max_words, vocab)
-            out[i] = {"id": f"cap-{r['id']}", "seed_id": r["id"], "seed": r["seed"], "caption": cap,
+        replies = list(backend.generate([caption_messages(seeds[i]["seed"], system=system) for i in todo], s))
+        for i, reply in zip(todo, replies + [None] * (len(todo) - len(replies))):     # a missing reply: not-text
+            r = seeds[i]
+            cap, trunc, why = judge_reply(reply, r["seed"], min_words, max_words, vocab)
+            out[i] = {"id": f"cap-{r['id']}", "seed_id": r["id"], "seed": r["seed"], "caption": storable(cap),
                       "domain": r.get("domain"), "source_image": r.get("source_image"), "label": r.get("label"),
-                      "truncated": trunc, "reason": why, "raw": reply, "attempts": attempt + 1,
+                      "truncated": trunc, "reason": why, "raw": storable(reply), "attempts": attempt + 1,
                       "errors": (out[i]["errors"] if out[i] else []) + ([why] if why else [])}
         todo = [i for i in todo if out[i]["reason"]]
     return out

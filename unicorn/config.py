@@ -31,12 +31,17 @@ def check_profile(profile: str) -> str:
 _NONNEG_INT_SUFFIXES = ("_size", "_steps", "_epochs", "_tokens", "_workers", "_shards", "_seeds", "_pairs", "_retries")
 _FRACTION_SUFFIXES = ("_frac", "_prob", "_fraction")
 
+def _is(name: str, *stems: str) -> bool:
+    "True if field `name` is one of `stems` or ends with `_stem`."
+    return any(name == t or name.endswith("_" + t) for t in stems)
+
 def _check_value(cls_name: str, name: str, value: Any) -> None:
     "Raise `ConfigError` if `value` is not sensible for a field called `name`."
     where = f"{cls_name}.{name}"
     if isinstance(value, bool) or value is None: return
     if isinstance(value, int):
-        if (name.startswith("n_") or name.endswith(_NONNEG_INT_SUFFIXES) or name in ("k", "seed")) and value < 0:
+        if name == "k" and value < 1: raise ConfigError(f"{where} = {value}: must be >= 1 (visual tokens per image)")
+        if (name.startswith("n_") or name.endswith(_NONNEG_INT_SUFFIXES) or name == "seed") and value < 0:
             raise ConfigError(f"{where} = {value}: must be >= 0")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -45,13 +50,25 @@ def _check_value(cls_name: str, name: str, value: Any) -> None:
             raise ConfigError(f"{where} = {value}: must be >= 0")
         if name.endswith(_FRACTION_SUFFIXES) and value > 1:
             raise ConfigError(f"{where} = {value}: a fraction must be <= 1")
+    if isinstance(value, (int, float)):
+        if _is(name, "temperature") and value < 0: raise ConfigError(f"{where} = {value}: a temperature must be >= 0")
+        if _is(name, "top_p") and not 0 < value <= 1: raise ConfigError(f"{where} = {value}: top_p must be in (0, 1]")
     if name.endswith("_path") and isinstance(value, (str, Path)) and value:
         if not Path(value).exists():
             raise ConfigError(f"{where} = {str(value)!r}: no such file or folder")
 
+def _check_ranges(cfg) -> None:
+    "Raise `ConfigError` if a field `min_X` of `cfg` exceeds its field `max_X`."
+    vals = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    for lo, hi in [(n, "max_" + n[4:]) for n in vals if n.startswith("min_")]:
+        a, b = vals[lo], vals.get(hi)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
+            raise ConfigError(f"{type(cfg).__name__}.{lo} = {a} > {hi} = {b}: the minimum must not exceed the maximum")
+
 def validate_config(cfg) -> Any:
-    "Check every field of dataclass `cfg` (see the rules above); return `cfg` unchanged."
+    "Check every field of dataclass `cfg`, then its `min_X` ≤ `max_X` pairs (see the rules above); return `cfg` unchanged."
     for f in fields(cfg): _check_value(type(cfg).__name__, f.name, getattr(cfg, f.name))
+    _check_ranges(cfg)
     return cfg
 
 # %% ../nbs/00_config.ipynb #2732bdc0

@@ -4,29 +4,33 @@
 
 # %% ../nbs/13_instructions.ipynb #2ba4b6f9
 from __future__ import annotations
-import hashlib, json, re
+import functools, hashlib, json, re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import jsonschema
 import numpy as np
 
 from .llm import LLMBackend, Sampling
 from .runs import JsonlShards, map_shards, atomic_write_json, atomic_write_bytes
-from .captions import words, backend_for
+from .captions import words, backend_for, text_problem, storable
 
 # %% auto #0
-__all__ = ['TASK_TYPES', 'REPLY_PREFIX', 'MC_SUFFIX', 'STOPWORDS', 'PRESETS', 'qa_schema', 'qa_messages', 'parse_reply',
-           'generate_qa', 'ScriptedBackend', 'assign_task_types', 'to_llava', 'check_llava', 'content_words', 'support',
-           'faithfulness', 'InstructionsConfig', 'run_instructions']
+__all__ = ['TASK_TYPES', 'QAValidator', 'REPLY_PREFIX', 'MC_SUFFIX', 'STOPWORDS', 'PRESETS', 'qa_schema', 'qa_validator',
+           'qa_messages', 'decode_reply', 'items_problem', 'schema_problem', 'parse_reply', 'to_llava', 'check_llava',
+           'qa_problem', 'generate_qa', 'ScriptedBackend', 'assign_task_types', 'content_words', 'support',
+           'faithfulness', 'InstructionsConfig', 'recheck', 'run_instructions']
 
 # %% ../nbs/13_instructions.ipynb #562736d8
 TASK_TYPES = ("mc", "open", "reasoning")
 
+_NOT_IN_STRING = r'\x00-\x1f\x7f-\x9f"\\\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff'   # a regex class body
+
 def _s(n: int) -> dict:
-    "A string of 1..n characters with no control characters, quotes or backslashes (xgrammar honours the pattern)."
-    return {"type": "string", "pattern": f'^[^\\x00-\\x1f"\\\\]{{1,{n}}}$'}
+    "A string of 1..n characters with no control, zero-width or bidi characters, quotes or backslashes (xgrammar honours the pattern)."
+    return {"type": "string", "pattern": f"^[^{_NOT_IN_STRING}]{{1,{n}}}$"}
 
 def qa_schema(task_type: str, min_items: int = 6, max_items: int = 8) -> dict:
     "The JSON schema of one reply of `task_type` ('mc', 'open' or 'reasoning')."
@@ -43,6 +47,23 @@ def qa_schema(task_type: str, min_items: int = 6, max_items: int = 8) -> dict:
     else:
         raise ValueError(f"unknown task type {task_type!r}: choose one of {list(TASK_TYPES)}")
     return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": item}
+
+@functools.lru_cache(maxsize=None)
+def _python_regex(pattern: str) -> re.Pattern:
+    "An ECMA-262 schema `pattern` compiled for Python: a final `$` (end of input in ECMA) becomes `\\Z`."
+    return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    "The `pattern` keyword with ECMA-262 semantics (Python's `$` would also match before a final newline)."
+    if validator.is_type(instance, "string") and not _python_regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+QAValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+@functools.lru_cache(maxsize=None)
+def qa_validator(task_type: str, min_items: int = 6, max_items: int = 8) -> QAValidator:
+    "The (cached) `QAValidator` of `qa_schema(task_type, min_items, max_items)`."
+    return QAValidator(qa_schema(task_type, min_items, max_items))
 
 # %% ../nbs/13_instructions.ipynb #cad078a5
 REPLY_PREFIX = '[{"question": "'
@@ -86,76 +107,65 @@ def qa_messages(caption: str, task_type: str) -> list[dict]:
             {"role": "user", "content": f"Caption: {caption}"}]
 
 # %% ../nbs/13_instructions.ipynb #f6bb1947
-def parse_reply(text: str, task_type: str, min_items: int = 6, max_items: int = 8,
-                min_distinct: int = 3) -> tuple[list | None, str | None]:
-    "`(items, None)` if `text` holds a valid reply of `task_type`, else `(None, reason)`."
-    import jsonschema
-    i = (text or "").find("[")
+class _DuplicateKey(ValueError): pass
+
+def _unique_keys(pairs: list) -> dict:
+    "An `object_pairs_hook` that refuses an object naming a key twice."
+    d = dict(pairs)
+    if len(d) < len(pairs): raise _DuplicateKey()
+    return d
+
+def _no_constant(name: str):
+    "A `parse_constant` that refuses `NaN`, `Infinity` and `-Infinity` (Python's extension, not JSON)."
+    raise ValueError(f"{name} is not JSON")
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+def decode_reply(text) -> tuple[object, str | None]:
+    "`(value, None)`: the first JSON array in `text`; else `(None, reason)` ('not-text', 'not-json', 'duplicate-keys')."
+    if not isinstance(text, str): return None, "not-text"
+    i = text.find("[")
     if i < 0: return None, "not-json"
-    try: obj, _ = json.JSONDecoder().raw_decode(text[i:])
-    except json.JSONDecodeError: return None, "not-json"
-    v = jsonschema.Draft202012Validator(qa_schema(task_type, min_items, max_items))
-    err = next(iter(sorted(v.iter_errors(obj), key=lambda e: list(e.absolute_path))), None)
-    if err is not None:
-        where = "/".join(str(p) for p in err.absolute_path)
-        return None, f"schema: {err.validator} at [{where}]"
-    for it in obj:
-        texts = [it["question"], *(it["options"].values() if task_type == "mc" else [it["answer"]])]
-        if any(not t.strip() for t in texts): return None, "empty-text"
-        if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4: return None, "duplicate-options"
-    seen, uniq = set(), []
-    for it in obj:                       # a repeated question is dropped; too few distinct ones reject the reply
-        q = " ".join(it["question"].lower().split())
-        if q not in seen: seen.add(q); uniq.append(it)
-    if len(uniq) < min(min_distinct, min_items): return None, "repeated-pairs"
-    return uniq, None
+    try: return _DECODER.raw_decode(text[i:])[0], None
+    except _DuplicateKey: return None, "duplicate-keys"
+    except (ValueError, RecursionError): return None, "not-json"      # JSONDecodeError, int too long, NaN; too deep
 
-# %% ../nbs/13_instructions.ipynb #e5bfc4d4
-def generate_qa(captions: Sequence[dict], backend: LLMBackend, sampling: Sampling, max_retries: int = 2,
-                constrained: bool = True, retry_temperature: float = 0.7, min_items: int = 6,
-                max_items: int = 8, min_distinct: int = 3) -> list[dict]:
-    "One result per `{id, caption, task_type}`: status 'ok' (with `qa`) or 'rejected', attempts, errors, last reply."
-    res = [{"caption_id": c["id"], "task_type": c["task_type"], "status": None, "qa": None, "attempts": 0,
-            "errors": [], "reply": None} for c in captions]
-    todo = list(range(len(captions)))
-    for attempt in range(max_retries + 1):
-        if not todo: break
-        s = sampling if attempt == 0 else Sampling(**{**sampling.__dict__, "temperature": retry_temperature,
-                                                      "seed": sampling.seed + 7919 * attempt})
-        types = [captions[i]["task_type"] for i in todo]     # one batched call; a schema per prompt
-        replies = backend.generate([qa_messages(captions[i]["caption"], t) for i, t in zip(todo, types)], s,
-                                   json_schema=[qa_schema(t, min_items, max_items) for t in types] if constrained else None,
-                                   reply_prefix="" if constrained else REPLY_PREFIX)
-        for i, t, reply in zip(todo, types, replies):
-            r = res[i]; r["attempts"] += 1; r["reply"] = reply
-            items, err = parse_reply(reply, t, min_items, max_items, min_distinct)
-            if err: r["errors"].append(err)
-            else: r.update(status="ok", qa=items)
-        todo = [i for i in todo if res[i]["status"] is None]
-    for i in todo: res[i]["status"] = "rejected"
-    return res
+def _texts(it: dict, task_type: str) -> list[str]:
+    return [it["question"], *(it["options"].values() if task_type == "mc" else [it["answer"]])]
 
-# %% ../nbs/13_instructions.ipynb #7e6258b2
-class ScriptedBackend(LLMBackend):
-    "A test double that returns queued replies per call (for testing retries and validation, never for data)."
-    name = "scripted"
-    def __init__(self, script): self.script, self.calls = list(script), []
-    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
-        self.calls.append((len(prompts), json_schema is not None))
-        return [self.script.pop(0) for _ in prompts]
+def items_problem(items: list[dict], task_type: str) -> str | None:
+    "The first content rule that schema-valid `items` break (a string that is not plain visible text, `<image>`, equal MC options), or None."
+    for it in items:
+        for t in _texts(it, task_type):
+            if (why := text_problem(t)): return "empty-text" if why == "blank" else why
+            if "<image>" in t: return "image-token"
+        if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4: return "duplicate-options"
+    return None
 
-# %% ../nbs/13_instructions.ipynb #4cfe0844
-def assign_task_types(ids: Sequence[str], mix: dict[str, float], seed: int = 0) -> dict[str, str]:
-    "`{id: task_type}` splitting `ids` between task types in proportion to `mix` (weights need not sum to 1)."
-    bad = [k for k in mix if k not in TASK_TYPES]
-    if bad: raise ValueError(f"unknown task type(s) {bad}: choose from {list(TASK_TYPES)}")
-    w = np.array([max(0.0, float(mix.get(t, 0))) for t in TASK_TYPES])
-    if w.sum() <= 0: raise ValueError("the task mix must give some weight to at least one task type")
-    n = len(ids); raw = w / w.sum() * n; cnt = np.floor(raw).astype(int)
-    for j in np.argsort(-(raw - cnt), kind="stable")[: n - cnt.sum()]: cnt[j] += 1
-    types = np.repeat(np.array(TASK_TYPES), cnt)
-    np.random.default_rng(seed).shuffle(types)
-    return dict(zip(ids, types.tolist()))
+def schema_problem(obj, task_type: str, min_items: int = 6, max_items: int = 8) -> str | None:
+    "'schema: <keyword> at [<path>]' for the first `QAValidator` error of `obj` (in document order), or None."
+    errs = qa_validator(task_type, min_items, max_items).iter_errors(obj)
+    err = min(errs, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path], default=None)
+    return None if err is None else f"schema: {err.validator} at [{'/'.join(str(p) for p in err.absolute_path)}]"
+
+def parse_reply(text: str,              # the LLM's reply
+                task_type: str,         # 'mc', 'open' or 'reasoning'
+                min_items: int = 6,     # fewest QA pairs the schema allows
+                max_items: int = 8,     # most QA pairs the schema allows
+                min_distinct: int = 3,  # fewer distinct questions: repeated-pairs
+               ) -> tuple[list | None, str | None]:
+    "`(items, None)` if `text` holds a valid reply of `task_type`, else `(None, reason)`; never raises."
+    try:
+        obj, why = decode_reply(text)
+        if why: return None, why
+        if (why := schema_problem(obj, task_type, min_items, max_items) or items_problem(obj, task_type)): return None, why
+        seen, uniq = set(), []
+        for it in obj:                       # a repeated question is dropped; too few distinct ones reject the reply
+            q = " ".join(it["question"].lower().split())
+            if q not in seen: seen.add(q); uniq.append(it)
+        if len(uniq) < min(min_distinct, min_items): return None, "repeated-pairs"
+        return uniq, None
+    except Exception as e: return None, f"unparseable: {type(e).__name__}"
 
 # %% ../nbs/13_instructions.ipynb #a49497d5
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
@@ -182,6 +192,78 @@ def check_llava(records: list[dict]) -> None:
             raise ValueError(f"{r['id']}: turns must alternate human/gpt")
         if not c[0]["value"].startswith("<image>\n") or sum(t["value"].count("<image>") for t in c) != 1:
             raise ValueError(f"{r['id']}: exactly one <image>, at the start of the first human turn")
+
+def qa_problem(caption_id: str, task_type: str, qa) -> str | None:
+    "None if QA pairs `qa` are fit for training (schema, content rules, a LLaVA record training accepts), else the reason."
+    try:
+        if not isinstance(qa, list) or not qa: return "invalid-record"
+        if (why := schema_problem(qa, task_type, 1, len(qa)) or items_problem(qa, task_type)): return why
+        rec = to_llava(caption_id, task_type, qa)
+        check_llava([rec])
+        from unicorn.vlm_data import check_record         # the check the VLM's data loader makes
+        check_record(rec)
+    except Exception: return "invalid-record"
+    return None
+
+# %% ../nbs/13_instructions.ipynb #cf3d4fc8
+def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` records
+                backend: LLMBackend,          # the LLM
+                sampling: Sampling,           # decoding settings of the first attempt
+                max_retries: int = 2,         # failed replies are asked again at most this often
+                constrained: bool = True,     # decode under the JSON schema (else start the reply with REPLY_PREFIX)
+                retry_temperature: float = 0.7,  # retries sample at this temperature (> 0), each with a new seed
+                min_items: int = 6,           # fewest QA pairs per reply
+                max_items: int = 8,           # most QA pairs per reply
+                min_distinct: int = 3,        # fewer distinct questions: repeated-pairs
+               ) -> list[dict]:
+    "One result per `{id, caption, task_type}`: status 'ok' (with `qa`) or 'rejected', attempts, errors, last reply."
+    if max_retries > 0 and not retry_temperature > 0:
+        raise ValueError(f"retry_temperature={retry_temperature}: retries must sample (> 0), greedy would repeat the reply")
+    res = [{"caption_id": c["id"], "task_type": c["task_type"], "status": None, "qa": None, "attempts": 0,
+            "errors": [], "reply": None} for c in captions]
+    todo = list(range(len(captions)))
+    for attempt in range(max_retries + 1):
+        if not todo: break
+        s = sampling if attempt == 0 else Sampling(**{**sampling.__dict__, "temperature": retry_temperature,
+                                                      "seed": sampling.seed + 7919 * attempt})
+        types = [captions[i]["task_type"] for i in todo]     # one batched call; a schema per prompt
+        replies = list(backend.generate([qa_messages(captions[i]["caption"], t) for i, t in zip(todo, types)], s,
+                                        json_schema=[qa_schema(t, min_items, max_items) for t in types] if constrained else None,
+                                        reply_prefix="" if constrained else REPLY_PREFIX))
+        replies += [None] * (len(todo) - len(replies))         # a missing reply is 'not-text'
+        for i, t, reply in zip(todo, types, replies):
+            r = res[i]; r["attempts"] += 1; r["reply"] = storable(reply)
+            items, err = parse_reply(reply, t, min_items, max_items, min_distinct)
+            err = err or qa_problem(r["caption_id"], t, items)
+            if err: r["errors"].append(err)
+            else: r.update(status="ok", qa=items)
+        todo = [i for i in todo if res[i]["status"] is None]
+    for i in todo: res[i]["status"] = "rejected"
+    return res
+
+# %% ../nbs/13_instructions.ipynb #7e6258b2
+class ScriptedBackend(LLMBackend):
+    "A test double that returns queued replies per call (for testing retries and validation, never for data)."
+    name = "scripted"
+    def __init__(self, script, forever=None):
+        "Replies from `script` in order, then `forever` (if given) for every prompt after the script runs out."
+        self.script, self.forever, self.calls, self.samplings = list(script), forever, [], []
+    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+        self.calls.append((len(prompts), json_schema is not None)); self.samplings.append(sampling)
+        return [self.script.pop(0) if self.script or self.forever is None else self.forever for _ in prompts]
+
+# %% ../nbs/13_instructions.ipynb #4cfe0844
+def assign_task_types(ids: Sequence[str], mix: dict[str, float], seed: int = 0) -> dict[str, str]:
+    "`{id: task_type}` splitting `ids` between task types in proportion to `mix` (weights need not sum to 1)."
+    bad = [k for k in mix if k not in TASK_TYPES]
+    if bad: raise ValueError(f"unknown task type(s) {bad}: choose from {list(TASK_TYPES)}")
+    w = np.array([max(0.0, float(mix.get(t, 0))) for t in TASK_TYPES])
+    if w.sum() <= 0: raise ValueError("the task mix must give some weight to at least one task type")
+    n = len(ids); raw = w / w.sum() * n; cnt = np.floor(raw).astype(int)
+    for j in np.argsort(-(raw - cnt), kind="stable")[: n - cnt.sum()]: cnt[j] += 1
+    types = np.repeat(np.array(TASK_TYPES), cnt)
+    np.random.default_rng(seed).shuffle(types)
+    return dict(zip(ids, types.tolist()))
 
 # %% ../nbs/13_instructions.ipynb #e8a92eb9
 STOPWORDS = set("""a an the is are was were be been being of in on at to for with by from and or but not no yes it its this
@@ -258,8 +340,17 @@ PRESETS = {
                                 tensor_parallel_size=4, shard_size=4096, max_pairs=8, max_new_tokens=1536, n_compare=256),
 }
 
-def run_instructions(captions: list[dict], backend: LLMBackend, cfg: InstructionsConfig, root: Path | str,
-                     progress: bool = True) -> dict:
+def recheck(r: dict) -> dict:
+    "A raw Stage-2 result, rejected (reason appended) if its QA pairs fail today's `qa_problem`: a resumed run's old shards."
+    if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"))): return r
+    return {**r, "status": "rejected", "qa": None, "errors": [*r.get("errors", []), why]}
+
+def run_instructions(captions: list[dict],   # caption records (`id`, `caption`)
+                     backend: LLMBackend,    # the LLM
+                     cfg: InstructionsConfig,  # Stage 2 settings
+                     root: Path | str,       # the run folder
+                     progress: bool = True,  # show a progress bar
+                    ) -> dict:
     "Stage 2 over caption records into run folder `root`; returns the statistics."
     from unicorn.captions import sampling_for
     root = Path(root)
@@ -271,7 +362,7 @@ def run_instructions(captions: list[dict], backend: LLMBackend, cfg: Instruction
                                                              cfg.constrained, cfg.retry_temperature, cfg.min_pairs,
                                                              cfg.max_pairs, cfg.min_distinct),
                             raw_store, cfg.shard_size, desc="stage 2 instructions", progress=progress)
-    res = list(raw_store)
+    res = [recheck(r) for r in raw_store]
     ok = [r for r in res if r["status"] == "ok"]
     llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
     check_llava(llava)
@@ -279,7 +370,7 @@ def run_instructions(captions: list[dict], backend: LLMBackend, cfg: Instruction
     atomic_write_json(root / "instructions" / "llava.json", llava)
     rejected = [r for r in res if r["status"] != "ok"]
     atomic_write_bytes(root / "instructions" / "rejected.jsonl",
-                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
+                       "".join(json.dumps(r) + "\n" for r in rejected).encode())   # ASCII: a reply's U+2028 cannot split a line
     by_type = {}
     for t in TASK_TYPES:
         rt = [r for r in res if r["task_type"] == t]

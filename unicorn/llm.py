@@ -5,15 +5,16 @@
 # %% ../nbs/11_llm.ipynb #ef34bb59
 from __future__ import annotations
 import functools, json, threading, time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, asdict, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
 # %% auto #0
-__all__ = ['BACKENDS', 'Sampling', 'as_messages', 'schemas_for', 'LLMBackend', 'JsonScanner', 'json_end', 'growing_cache',
-           'json_stop', 'TransformersBackend', 'vllm_request', 'vllm_engine_kwargs', 'VLLMBackend', 'LLMRequestError',
-           'openai_chat_body', 'OpenAIBackend', 'LocalOpenAIServer', 'serve_openai', 'get_backend']
+__all__ = ['FAIL_MODES', 'BACKENDS', 'Sampling', 'as_messages', 'schemas_for', 'LLMBackend', 'JsonScanner', 'json_end',
+           'growing_cache', 'json_stop', 'TransformersBackend', 'vllm_request', 'vllm_engine_kwargs', 'VLLMBackend',
+           'LLMRequestError', 'BadReply', 'completion_text', 'parse_completion', 'openai_chat_body', 'OpenAIBackend',
+           'LocalOpenAIServer', 'serve_openai', 'get_backend']
 
 # %% ../nbs/11_llm.ipynb #416bb63a
 @dataclass(frozen=True)
@@ -253,7 +254,48 @@ class VLLMBackend(LLMBackend):
 
 # %% ../nbs/11_llm.ipynb #841ca395
 class LLMRequestError(RuntimeError):
-    "A request that failed after its retries."
+    "Requests that failed after their retries: `failed` = {prompt index: why}; `replies` = the replies (None where failed)."
+    def __init__(self, message: str, failed: dict | None = None, replies: list | None = None):
+        super().__init__(message); self.failed, self.replies = failed or {}, replies
+
+class BadReply(ValueError):
+    "An HTTP 200 reply that is not a usable chat completion."
+
+def completion_text(data) -> str:
+    "The reply text in a parsed chat-completions body; `BadReply` says what is wrong with any other body."
+    if not isinstance(data, dict): raise BadReply(f"the body is a JSON {type(data).__name__}, not an object")
+    if data.get("error"):
+        err = data["error"]
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        raise BadReply(f"the server sent an error object: {str(msg)[:200]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices: raise BadReply(f"no choices in the reply ({str(choices)[:50]})")
+    msg = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(msg, dict): raise BadReply("choices[0] has no message")
+    content = msg.get("content")
+    if content is not None and not isinstance(content, str):
+        raise BadReply(f"the message content is a {type(content).__name__}, not a string")
+    return content or ""
+
+def parse_completion(body: bytes) -> str:
+    "The reply text in the raw bytes of a chat-completions response; `BadReply` for anything else."
+    try: data = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError) as e:          # not UTF-8, not JSON, nested too deep, a 5,000-digit number
+        raise BadReply(f"the body is not JSON ({type(e).__name__}): {body[:80]!r}") from None
+    return completion_text(data)
+
+# %% ../nbs/11_llm.ipynb #e9d8a1cc
+class _Retry(Exception):
+    "An attempt that failed in a way worth retrying."
+
+def _before(deadline: float, fn, *args):
+    "`fn(*args)` in a daemon thread; its result, or `TimeoutError` once `time.monotonic()` passes `deadline`."
+    fut = Future()
+    def run():
+        try: fut.set_result(fn(*args))
+        except BaseException as e: fut.set_exception(e)
+    threading.Thread(target=run, daemon=True).start()
+    return fut.result(timeout=max(0.0, deadline - time.monotonic()))
 
 def openai_chat_body(model: str, prompt, sampling: Sampling | None = None, json_schema: dict | None = None,
                      reply_prefix: str = "") -> dict:
@@ -270,51 +312,83 @@ def openai_chat_body(model: str, prompt, sampling: Sampling | None = None, json_
     return body
 
 class OpenAIBackend(LLMBackend):
-    "Chat completions against an OpenAI-compatible server, with concurrency, timeouts and bounded retries."
+    "Chat completions against an OpenAI-compatible server, with concurrency, one deadline per attempt and bounded retries."
     name = "openai"
-    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
-                 concurrency: int = 8, timeout: float = 60.0, max_retries: int = 3, backoff: float = 0.5):
+    def __init__(self,
+                 model: str,                                  # the model name the server knows
+                 base_url: str = "http://127.0.0.1:8000/v1",  # the server's OpenAI API root
+                 api_key: str | None = None,                  # sent as a bearer token, if given
+                 concurrency: int = 8,                        # requests in flight at once
+                 timeout: float = 60.0,                       # seconds for one attempt, connect to last byte
+                 max_retries: int = 3,                        # attempts after the first, for retryable failures
+                 backoff: float = 0.5,                        # seconds before the first retry, doubled for each next one
+                ):
         self.model, self.base_url = model, base_url.rstrip("/")
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
         self.max_retries, self.backoff = max_retries, backoff
         self.stats = {"requests": 0, "retries": 0, "failed": 0}
         self._lock = threading.Lock()
 
+    def _attempt(self, client, body: dict, deadline: float) -> str:
+        "One POST, its body read in chunks until `deadline`: the reply text, or `_Retry`/`LLMRequestError`."
+        import httpx
+        with client.stream("POST", f"{self.base_url}/chat/completions", json=body,
+                           timeout=httpx.Timeout(max(1e-3, deadline - time.monotonic()))) as r:
+            data = bytearray()
+            for chunk in r.iter_bytes():
+                data += chunk
+                if time.monotonic() > deadline: raise TimeoutError
+        if r.status_code == 429 or r.status_code >= 500: raise _Retry(f"HTTP {r.status_code}: {bytes(data[:200])!r}")
+        if r.status_code >= 400:                      # another 4xx: the request itself is wrong, no retry
+            raise LLMRequestError(f"HTTP {r.status_code}: {bytes(data[:200])!r}")
+        try: return parse_completion(bytes(data))
+        except BadReply as e: raise _Retry(f"HTTP {r.status_code} but {e}") from None
+
     def _post(self, client, i: int, body: dict) -> str:
+        "The reply to prompt `i` after at most `max_retries` retries; `LLMRequestError` naming the prompt if none came."
         import httpx
         last = None
         for attempt in range(self.max_retries + 1):
             with self._lock: self.stats["requests"] += 1; self.stats["retries"] += attempt > 0
-            try:
-                r = client.post(f"{self.base_url}/chat/completions", json=body)
-                if r.status_code == 429 or r.status_code >= 500:
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
-                else:
-                    r.raise_for_status()
-                    return r.json()["choices"][0]["message"]["content"] or ""
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = f"{type(e).__name__}: {e}"
-            except httpx.HTTPStatusError as e:       # 4xx other than 429: the request itself is wrong, no retry
+            deadline = time.monotonic() + self.timeout
+            try: return _before(deadline, self._attempt, client, body, deadline)
+            except (TimeoutError, httpx.TimeoutException): last = f"no complete reply within {self.timeout} s"
+            except httpx.TransportError as e: last = f"{type(e).__name__}: {e}"
+            except _Retry as e: last = str(e)
+            except LLMRequestError as e:
                 with self._lock: self.stats["failed"] += 1
-                raise LLMRequestError(f"prompt {i}: HTTP {e.response.status_code}: {e.response.text[:200]}") from None
+                raise LLMRequestError(f"prompt {i}: {e}") from None
             if attempt < self.max_retries: time.sleep(self.backoff * 2 ** attempt)
         with self._lock: self.stats["failed"] += 1
         raise LLMRequestError(f"prompt {i}: failed after {self.max_retries + 1} attempts ({last})")
 
     def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
-        "One reply per prompt, in order; raises `LLMRequestError` if a request fails after its retries."
+        "One reply per prompt, in order; after trying all, raises `LLMRequestError` naming each prompt that failed."
         import httpx
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         bodies = [openai_chat_body(self.model, p, sampling, js, reply_prefix)
                   for p, js in zip(prompts, schemas_for(json_schema, len(prompts)))]
+        replies, failed = [], {}
         with httpx.Client(timeout=self.timeout, headers=headers) as client, \
              ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            futs = [pool.submit(self._post, client, i, b) for i, b in enumerate(bodies)]
-            replies = [f.result() for f in futs]
+            for i, f in enumerate([pool.submit(self._post, client, i, b) for i, b in enumerate(bodies)]):
+                try: replies.append(f.result())
+                except LLMRequestError as e: replies.append(None); failed[i] = str(e)
         # servers return only the continuation of a prefilled reply; give callers the whole reply
-        return [r if (not reply_prefix or r.startswith(reply_prefix)) else reply_prefix + r for r in replies]
+        replies = [reply_prefix + r if r is not None and not r.startswith(reply_prefix) else r for r in replies]
+        if failed:
+            raise LLMRequestError(f"{len(failed)} of {len(bodies)} prompts failed; " + "; ".join(list(failed.values())[:3]),
+                                  failed, replies)
+        return replies
 
 # %% ../nbs/11_llm.ipynb #93ddd066
+FAIL_MODES = ("503", "bad-body", "empty-choices", "error-object", "slow-drip")
+
+def _completion(n: int, model, text: str) -> dict:
+    "A chat-completions response body carrying `text`."
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
     def do_POST(self):
@@ -323,8 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.n_requests += 1; n = srv.n_requests
         if n > srv.max_requests:
             self._send(429, {"error": {"message": "request budget of this test server spent"}}); return
-        if n <= srv.fail_first:
-            self._send(503, {"error": {"message": "warming up"}}); return
+        if n <= srv.fail_first: self._misbehave(srv.fail_mode, n); return
         if not self.path.endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}}); return
         try: body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -338,21 +411,38 @@ class _Handler(BaseHTTPRequestHandler):
                      top_p=float(body.get("top_p", 1.0)), seed=int(body.get("seed", 0)))
         time.sleep(srv.delay)
         with srv.gen_lock: text = srv.backend.generate([msgs], s, schema, prefix)[0]
-        self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": body.get("model"),
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text[len(prefix):]}}]})
-    def _send(self, code: int, obj: dict):
-        data = json.dumps(obj).encode()
+        self._send(200, _completion(n, body.get("model"), text[len(prefix):]))
+    def _misbehave(self, mode: str, n: int):
+        "Answer request `n` in one of the broken ways a real server (or a proxy in front of it) can answer."
+        if mode == "503": self._send(503, {"error": {"message": "warming up"}})
+        elif mode == "bad-body": self._send(200, b"<html><body>502 Bad Gateway</body></html>")
+        elif mode == "empty-choices": self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "choices": []})
+        elif mode == "error-object": self._send(200, {"error": {"message": "model overloaded", "type": "server_error"}})
+        else: self._send(200, _completion(n, "slow", "a reply that arrives one byte at a time"), drip=self.server.drip)
+    def _send(self, code: int, obj, drip: float = 0.0):
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         self.send_response(code); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+        self.send_header("Content-Length", str(len(data))); self.end_headers()
+        if not drip: self.wfile.write(data); return
+        try:
+            for k in range(len(data)): self.wfile.write(data[k:k + 1]); self.wfile.flush(); time.sleep(drip)
+        except (BrokenPipeError, ConnectionResetError): pass          # the client gave up: fine
 
 class LocalOpenAIServer:
     "An OpenAI-compatible chat server on 127.0.0.1 backed by an in-process `LLMBackend` (a context manager)."
-    def __init__(self, backend: LLMBackend, max_requests: int = 100, fail_first: int = 0, delay: float = 0.0):
+    def __init__(self,
+                 backend: LLMBackend,       # answers the requests
+                 max_requests: int = 100,   # requests after this many get HTTP 429
+                 fail_first: int = 0,       # the first requests that misbehave ...
+                 delay: float = 0.0,        # seconds to wait before each proper reply
+                 fail_mode: str = "503",    # ... this way: one of `FAIL_MODES`
+                 drip: float = 0.05,        # seconds between bytes in 'slow-drip'
+                ):
+        if fail_mode not in FAIL_MODES: raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {fail_mode!r}")
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.backend, self.httpd.max_requests, self.httpd.fail_first = backend, max_requests, fail_first
-        self.httpd.delay, self.httpd.n_requests = delay, 0
+        self.httpd.delay, self.httpd.n_requests, self.httpd.fail_mode, self.httpd.drip = delay, 0, fail_mode, drip
         self.httpd.lock, self.httpd.gen_lock = threading.Lock(), threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     @property

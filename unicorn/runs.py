@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_runs.ipynb #79c50314
 from __future__ import annotations
-import contextlib, datetime, hashlib, importlib.metadata as md, json, os, platform, resource, subprocess, sys, tempfile, time
+import contextlib, datetime, fcntl, hashlib, importlib.metadata as md, json, os, platform, re, resource, subprocess, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -13,16 +13,24 @@ import numpy as np
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'sha256_file', 'ShardError', 'JsonlShards',
-           'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit', 'peak_rss_mb', 'StageSettingsError',
-           'resolve_root', 'RunFolder', 'map_shards']
+__all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'clean_orphan_tmp', 'sha256_file', 'ShardError',
+           'check_ids', 'JsonlShards', 'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit',
+           'peak_rss_mb', 'StageSettingsError', 'resolve_root', 'RunFolder', 'map_shards']
 
 # %% ../nbs/01_runs.ipynb #04f59911
+def _umask() -> int:
+    "This process's umask, read from `/proc` where possible (setting it to read it back is not thread-safe)."
+    with contextlib.suppress(OSError, ValueError):
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    m = os.umask(0o022); os.umask(m); return m
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    "Write `data` to `path` via a temporary file in the same folder and an atomic rename."
+    "Write `data` to `path` via a temporary file in the same folder and an atomic rename; the file gets the user's normal mode."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +43,25 @@ def atomic_write_json(path: Path | str, obj: Any) -> Path:
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
+_TMP_NAME = re.compile(r"^\..+?\.(?:(\d+)\.)?[a-z0-9_]+\.tmp$")   # .<name>.<pid>.<random>.tmp (older files: no pid)
+
+def _pid_alive(pid: int) -> bool:
+    "True if a process `pid` runs on this machine (or may: it belongs to another user)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError): return True
+    return True
+
+def clean_orphan_tmp(root: Path | str, recursive: bool = True) -> list[Path]:
+    "Remove the temporary files of `atomic_write_bytes` under `root` whose writer no longer runs; return their paths."
+    root, gone = Path(root), []
+    if not root.is_dir(): return gone
+    for p in (root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")):
+        m = _TMP_NAME.match(p.name)
+        if m is None or (m[1] is not None and _pid_alive(int(m[1]))): continue
+        with contextlib.suppress(FileNotFoundError): p.unlink(); gone.append(p)
+    return gone
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     "Hex SHA-256 of a file's bytes."
     h = hashlib.sha256()
@@ -45,6 +72,19 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 # %% ../nbs/01_runs.ipynb #fb36c650
 class ShardError(ValueError):
     "A shard that is unreadable or violates its store's contract; the message names the shard."
+
+def check_ids(where, ids, n_rows: int) -> list[str]:
+    "The ids as strings, if they are a list with one non-empty, distinct id per row; else `ShardError` naming shard, row and id."
+    if not isinstance(ids, list): raise ShardError(f"{where}: ids must be a list, got {type(ids).__name__}")
+    if len(ids) != n_rows: raise ShardError(f"{where}: {len(ids)} ids for {n_rows} rows (missing or extra ids)")
+    keys = [str(i) for i in ids]
+    if None in ids or "" in keys:
+        raise ShardError(f"{where}: empty id in row {next(r for r, i in enumerate(ids) if i is None or str(i) == '')}")
+    if len(set(keys)) != len(keys):
+        first: dict[str, int] = {}
+        for r, i in enumerate(keys):
+            if first.setdefault(i, r) != r: raise ShardError(f"{where}: duplicate id {i!r} in rows {first[i]} and {r}")
+    return keys
 
 class JsonlShards:
     "A folder of `part-NNNNN.jsonl` shards of JSON records."
@@ -86,19 +126,21 @@ class EmbeddingShards:
         "Write `(ids, emb)` as shard `k` (float16), atomically, after checking it."
         from safetensors.numpy import save
         ids, emb = (payload.ids, payload.emb) if isinstance(payload, EmbeddingShard) else payload
-        emb = np.asarray(emb)
-        self.check(self.path(k), list(ids), emb)
-        data = save({"embeddings": np.ascontiguousarray(emb.astype(np.float16))},
-                    metadata={"ids": json.dumps([str(i) for i in ids])})
+        ids, emb = list(ids), np.asarray(emb)
+        self.check(self.path(k), ids, emb)
+        with np.errstate(over="ignore"): half = emb.astype(np.float16)
+        if not np.isfinite(half).all():        # finite in float32, not in float16: the shard could never be read back
+            bad = int((~np.isfinite(half)).any(1).argmax())
+            raise ShardError(f"{self.path(k)}: value {float(np.abs(emb[bad]).max()):g} in row {bad} (id {ids[bad]!r}) "
+                             f"overflows float16 (|x| <= 65504)")
+        data = save({"embeddings": np.ascontiguousarray(half)}, metadata={"ids": json.dumps([str(i) for i in ids])})
         return atomic_write_bytes(self.path(k), data)
     def check(self, where: Path, ids: list, emb: np.ndarray) -> None:
-        "Refuse a shard with NaN/Inf, a wrong dimension, or ids that do not match its rows."
+        "Refuse a shard with NaN/Inf, a wrong dimension, or ids that are missing, extra, empty or repeated."
         if emb.ndim != 2: raise ShardError(f"{where}: embeddings must be 2-D [n, d], got shape {emb.shape}")
         if self.dim is not None and emb.shape[1] != self.dim:
             raise ShardError(f"{where}: dimension {emb.shape[1]} != expected {self.dim}")
-        if len(ids) != emb.shape[0]:
-            raise ShardError(f"{where}: {len(ids)} ids for {emb.shape[0]} rows (missing or extra ids)")
-        if any(i is None or str(i) == "" for i in ids): raise ShardError(f"{where}: empty id in shard")
+        check_ids(where, ids, emb.shape[0])
         if not np.isfinite(emb.astype(np.float32)).all():
             bad = int((~np.isfinite(emb.astype(np.float32))).any(1).argmax())
             raise ShardError(f"{where}: non-finite value (NaN/Inf) in row {bad} (id {ids[bad]!r})")
@@ -151,7 +193,7 @@ def peak_rss_mb() -> float:
 
 # %% ../nbs/01_runs.ipynb #f4017b09
 class StageSettingsError(RuntimeError):
-    "A finished stage asked to run again with other settings: its outputs would not match them."
+    "A finished or interrupted stage asked to run again with other settings: its outputs would not match them."
 
 def resolve_root(root: Path | str) -> Path:
     """`root` as given if absolute; a relative one against the repository root (the folder above with `settings.ini`
@@ -167,18 +209,26 @@ class RunFolder:
     def __init__(self, root: Path | str, profile: str | None = None, seed: int | None = None):
         self.root = resolve_root(root); self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
-        m = self.manifest()
-        if not m:
-            m = {"created": _now(), "profile": profile, "seed": seed, "stages": {}}
-        if profile is not None and m.get("profile") not in (None, profile):
-            raise ValueError(f"{self.root}: run was made with profile {m['profile']!r}, not {profile!r}; use another run folder")
-        if profile is not None: m["profile"] = profile
-        if seed is not None: m["seed"] = seed
-        m.update(packages=package_versions(), git_commit=git_commit(Path.cwd()))
-        self._write(m)
+        clean_orphan_tmp(self.root)
+        versions, commit = package_versions(), git_commit(Path.cwd())
+        with self._locked():
+            m = self.manifest() or {"created": _now(), "profile": profile, "seed": seed, "stages": {}}
+            if profile is not None and m.get("profile") not in (None, profile):
+                raise ValueError(f"{self.root}: run was made with profile {m['profile']!r}, not {profile!r}; use another run folder")
+            if profile is not None: m["profile"] = profile
+            if seed is not None: m["seed"] = seed
+            m.update(packages=versions, git_commit=commit)
+            self._write(m)
     def manifest(self) -> dict:
         "The manifest as a dict ({} if none yet)."
         return json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+    @contextlib.contextmanager
+    def _locked(self):
+        "Hold the run's manifest lock (a read-modify-write of the manifest happens inside it; not re-entrant)."
+        with open(self.root / ".manifest.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try: yield
+            finally: fcntl.flock(f, fcntl.LOCK_UN)
     def _write(self, m: dict) -> None: atomic_write_json(self.manifest_path, m)
     def path(self, *parts: str) -> Path:
         "A path inside the run folder (parents created)."
@@ -188,25 +238,39 @@ class RunFolder:
         "True if stage `name` finished (its status is 'done')."
         return self.stage(name).get("status") == "done"
     def update_stage(self, name: str, **info) -> dict:
-        "Merge `info` into the manifest entry of stage `name`."
-        m = self.manifest(); st = m.setdefault("stages", {}).setdefault(name, {})
-        st.update(info); self._write(m); return st
+        "Merge `info` into the manifest entry of stage `name` (under the manifest lock)."
+        with self._locked():
+            m = self.manifest(); st = m.setdefault("stages", {}).setdefault(name, {})
+            st.update(info); self._write(m)
+        return st
+
+    def _check_settings(self, name: str, params: dict | None) -> dict:
+        "The stage's params as stored (JSON); `StageSettingsError` naming each setting that differs from an earlier start."
+        st = self.stage(name)
+        old = st.get("params", {})
+        new = _as_json(params) if params is not None else old
+        if st.get("status") not in ("done", "running", "failed"): return new
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            how = "finished" if st["status"] == "done" else f"was interrupted (status {st['status']!r})"
+            raise StageSettingsError(f"stage {name!r} in {self.root} {how} with other settings: "
+                                     + ", ".join(f"{k} = {old.get(k)!r} there, {new.get(k)!r} now" for k in changed[:5])
+                                     + ". Its outputs would not match the new settings: rerun it with force=True"
+                                     + ("" if st["status"] == "done" else " after removing its partial outputs")
+                                     + ", or use another run folder.")
+        return new
 
     @contextlib.contextmanager
     def run_stage(self, name: str, params: dict | None = None, force: bool = False):
         """Context manager for one stage: yields a dict `info` to fill with `records` counts and `outputs` (paths);
-        records status, wall time, peak memory and checksums. Yields None (and does nothing) if already done."""
+        records status, wall time, peak memory and checksums. Yields None (and does nothing) if already done.
+        A stage that finished or was interrupted with other `params` raises `StageSettingsError` (resuming would mix
+        old and new outputs); `force=True` starts it afresh, and then clearing its old outputs is the caller's job."""
+        new = _as_json(params or {}) if force else self._check_settings(name, params)
         if self.is_done(name) and not force:
-            old = self.stage(name).get("params", {})
-            new = json.loads(json.dumps(params, default=str)) if params is not None else old
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if changed:
-                raise StageSettingsError(f"stage {name!r} in {self.root} finished with other settings: "
-                                         + ", ".join(f"{k} = {old.get(k)!r} there, {new.get(k)!r} now" for k in changed[:5])
-                                         + ". Rerun it with force=True, or use another run folder.")
             print(f"stage {name!r} already done in {self.root} (force=True to rerun)"); yield None; return
         info: dict = {"records": {}, "outputs": []}
-        self.update_stage(name, status="running", started=_now(), params=params or {})
+        self.update_stage(name, status="running", started=_now(), params=new)
         t0 = time.time()
         try:
             yield info
@@ -221,6 +285,10 @@ class RunFolder:
         self.update_stage(name, status="done", finished=_now(), wall_s=round(time.time() - t0, 3),
                           peak_rss_mb=round(peak_rss_mb(), 1), checksums=sums, **info)
 
+def _as_json(params: dict) -> dict:
+    "`params` as they read back from the manifest (tuples as lists, paths as strings)."
+    return json.loads(json.dumps(params, default=str))
+
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 # %% ../nbs/01_runs.ipynb #1791c335
@@ -228,6 +296,7 @@ def map_shards(items: Sequence, fn: Callable[[list], Any], store, shard_size: in
                progress: bool = True) -> dict:
     "Apply `fn` to each `shard_size` chunk of `items` whose shard is missing from `store`; returns counts."
     if shard_size <= 0: raise ValueError(f"shard_size must be > 0, got {shard_size}")
+    clean_orphan_tmp(store.root, recursive=False)      # what a writer killed mid-shard left behind
     n = len(items); n_shards = (n + shard_size - 1) // shard_size
     todo = [k for k in range(n_shards) if not store.exists(k)]
     bar = tqdm(total=n, desc=desc, disable=not progress, initial=n - sum(min(shard_size, n - k * shard_size) for k in todo))

@@ -6,13 +6,13 @@
 from __future__ import annotations
 import csv, io, json, unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 # %% auto #0
-__all__ = ['MAX_SEED_CHARS', 'DEFAULT_TEMPLATES', 'PRESETS', 'clean_seed', 'SeedReport', 'read_seeds', 'domain_seeds',
-           'easyvqa_seeds', 'mini_domain_seeds', 'SeedsConfig', 'build_seeds']
+__all__ = ['MAX_SEED_CHARS', 'MAX_RECORD_LINES', 'DEFAULT_TEMPLATES', 'PRESETS', 'clean_seed', 'SeedReport', 'read_seeds',
+           'domain_seeds', 'easyvqa_seeds', 'mini_domain_seeds', 'SeedsConfig', 'build_seeds']
 
 # %% ../nbs/10_seeds.ipynb #95939087
 MAX_SEED_CHARS = 2000
@@ -36,47 +36,102 @@ def clean_seed(raw, max_chars: int = MAX_SEED_CHARS) -> tuple[str | None, str | 
 # %% ../nbs/10_seeds.ipynb #03fe3089
 @dataclass
 class SeedReport:
-    "Counts of kept and skipped seeds, skips per reason, and the first few skipped (line, reason)."
+    "Counts of kept and skipped seeds, skips per reason, and every skipped `(line, reason)`."
     kept: int = 0
-    skipped: Counter = None
-    examples: list = None
-    def __post_init__(self): self.skipped, self.examples = Counter(), []
+    skipped: Counter = field(default_factory=Counter)
+    lines: list = field(default_factory=list)
     def skip(self, where, reason: str):
-        self.skipped[reason] += 1
-        if len(self.examples) < 10: self.examples.append((where, reason))
-    def as_dict(self) -> dict: return {"kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples}
+        "Count one skipped line (or row) and why."
+        self.skipped[reason] += 1; self.lines.append((where, reason))
+    @property
+    def examples(self) -> list: return self.lines[:10]
+    def as_dict(self) -> dict:
+        "JSON-ready: counts, the first skipped lines, and all of them."
+        return {"kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples,
+                "skipped_lines": [list(x) for x in self.lines]}
+
+# %% ../nbs/10_seeds.ipynb #cb819517
+def _txt_values(path: Path):
+    "`(line, raw bytes)` for every line of a TXT file."
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, 1): yield i, line.rstrip(b"\r\n")
+
+def _jsonl_values(path: Path, column: str):
+    "`(line, value)` for every line of a JSONL file: the field's value, or a `KeyError`/`ValueError` saying why not."
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip(): yield i, b""; continue
+            try: obj = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError): yield i, ValueError("bad-json"); continue   # also UnicodeDecodeError
+            yield i, obj.get(column, KeyError(column)) if isinstance(obj, dict) else ValueError("bad-json")
+
+# %% ../nbs/10_seeds.ipynb #1b0f17bd
+MAX_RECORD_LINES = 100      # a quoted field still open after this many lines is taken as a stray quote
+
+def _csv_records(lines: list[str], max_lines: int = MAX_RECORD_LINES):
+    "`(first line, fields or ValueError(reason))` for every CSV record in `lines`; blank lines give `[]`."
+    start = 0                                            # lines before the current reader
+    while start < len(lines):
+        done = 0                                         # lines the current reader has consumed
+        def feed(start=start):                           # the lines from `start`, cut when a record runs too long
+            for i in range(start, len(lines)):
+                if i - start - done >= max_lines: return
+                yield lines[i]
+        rd = csv.reader(feed(), strict=True)
+        while True:
+            first = start + done + 1
+            try: row = next(rd)
+            except StopIteration: return
+            except csv.Error as e:
+                yield first, ValueError("unterminated-quote" if "end of data" in str(e) else "bad-quote")
+                if start + rd.line_num > first: start = first; break    # it ate later lines: resume on the next one
+                done = rd.line_num; continue
+            done = rd.line_num
+            yield first, row
+
+def _csv_values(path: Path, column: str):
+    "`(line, cell)` for every CSV record: the `column` cell, or a `ValueError` saying why the record is skipped."
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")   # bad bytes -> U+FFFD -> 'not-utf8' per record
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    recs = _csv_records(io.StringIO(text, newline="").readlines())
+    where, header = next(recs, (1, []))
+    if isinstance(header, ValueError): raise ValueError(f"{path}: the CSV header (line {where}) is malformed: {header}")
+    if column not in header: raise KeyError(f"{path}: no column {column!r} (columns: {header})")
+    k = header.index(column)
+    for where, row in recs:
+        if isinstance(row, ValueError): yield where, row
+        elif not row: yield where, ""
+        elif len(row) != len(header): yield where, ValueError("wrong-field-count")
+        else: yield where, row[k]
+
+# %% ../nbs/10_seeds.ipynb #669878d8
+def _parquet_values(path: Path, column: str):
+    "`(row index, value)` for every row of a Parquet file's `column`."
+    import pyarrow.parquet as pq
+    names = pq.read_schema(path).names
+    if column not in names: raise KeyError(f"{path}: no column {column!r} (columns: {names})")
+    yield from enumerate(pq.read_table(path, columns=[column]).column(column).to_pylist())
 
 def _raw_values(path: Path, column: str):
-    "Yield `(where, raw value)` for every seed in the file."
+    "`(where, raw value)` per line (row) of a seed file; a `KeyError`/`ValueError` value says why it is unusable."
     ext = path.suffix.lower()
-    if ext in (".txt", ".jsonl", ".ndjson"):
-        with open(path, "rb") as f:
-            for i, line in enumerate(f, 1):
-                if ext == ".txt":
-                    yield i, line.rstrip(b"\r\n"); continue
-                if not line.strip(): continue
-                try: obj = json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError): yield i, ValueError("bad-json"); continue
-                yield i, obj.get(column, KeyError(column)) if isinstance(obj, dict) else ValueError("bad-json")
-    elif ext in (".csv", ".parquet", ".pq"):
-        import pandas as pd
-        if ext == ".csv":
-            text = path.read_bytes().decode("utf-8", errors="replace")   # bad bytes -> U+FFFD -> 'not-utf8' per row
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, engine="python", on_bad_lines="skip")
-        else:
-            df = pd.read_parquet(path)
-        if column not in df.columns:
-            raise KeyError(f"{path}: no column {column!r} (columns: {list(df.columns)})")
-        for i, v in enumerate(df[column].tolist(), 2 if ext == ".csv" else 0): yield i, v
-    else:
-        raise ValueError(f"{path}: unknown seed file type {ext!r} (use .txt, .jsonl, .csv or .parquet)")
+    if ext == ".txt": return _txt_values(path)
+    if ext in (".jsonl", ".ndjson"): return _jsonl_values(path, column)
+    if ext == ".csv": return _csv_values(path, column)
+    if ext in (".parquet", ".pq"): return _parquet_values(path, column)
+    raise ValueError(f"{path}: unknown seed file type {ext!r} (use .txt, .jsonl, .csv or .parquet)")
 
-def read_seeds(path, column: str = "caption", domain: str = "open", id_prefix: str | None = None,
-               max_chars: int = MAX_SEED_CHARS) -> tuple[list[dict], SeedReport]:
-    "Open-domain seed records from a TXT/JSONL/CSV/Parquet file, and a report of what was skipped and why."
+def read_seeds(path,                        # a .txt, .jsonl, .csv or .parquet file
+               column: str = "caption",     # the field (JSONL) or column (CSV/Parquet) that holds the seed
+               domain: str = "open",        # kept on every record
+               id_prefix: str | None = None,  # ids are `{id_prefix}-{line}` (default: the file's stem)
+               max_chars: int = MAX_SEED_CHARS,  # longer seeds are skipped as 'too-long'
+              ) -> tuple[list[dict], SeedReport]:
+    "Open-domain seed records from a TXT/JSONL/CSV/Parquet file, and a report of every skipped line and why."
     path = Path(path); rep = SeedReport(); out = []
     prefix = id_prefix or path.stem
-    for where, raw in _raw_values(path, column):
+    values = _raw_values(path, column)
+    for where, raw in values:
         if isinstance(raw, KeyError): rep.skip(where, f"no-{column}-field"); continue
         if isinstance(raw, ValueError): rep.skip(where, str(raw)); continue
         s, why = clean_seed(raw, max_chars)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_synthvlm.ipynb #342d556a
 from __future__ import annotations
-import json, math, re, time
+import hashlib, json, math, re, time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,8 @@ import numpy as np
 __all__ = ['JUDGE_TEMPLATE', 'PRESETS', 'word_count', 'alnum_ratio', 'repetition_ratio', 'parse_yes_no', 'llm_judge',
            'backend_generate_fn', 'llm_generate_fn', 'smollm2_generate_fn', 'curate_captions', 'image_seed',
            'DiffusionBackend', 'load_diffusion', 'tiny_sdxl_pipeline', 'clip_score', 'ssim_resize', 'image_problem',
-           'load_image_file', 'select_pairs', 'hf_clip_encoder', 'cosines', 'synthesize', 'to_llava', 'SynthVLMConfig']
+           'load_image_file', 'select_pairs', 'hf_clip_encoder', 'cosines', 'safe_stem', 'image_name',
+           'first_of_each_id', 'synthesize', 'to_llava', 'SynthVLMConfig']
 
 # %% ../nbs/40_synthvlm.ipynb #dd8e0b40
 def word_count(text: str) -> int:
@@ -263,6 +264,25 @@ def cosines(encode_texts, encode_images, captions: Sequence[str], images: Sequen
     return out
 
 # %% ../nbs/40_synthvlm.ipynb #c172e9c3
+def safe_stem(record_id, max_slug: int = 48) -> str:
+    "A file-name stem for a record id: its safe characters, cut short, + 10 hex digits of its hash (never a path)."
+    rid = str(record_id)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", rid)[:max_slug].strip(".-_")
+    h = hashlib.sha256(rid.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug}-{h}" if slug else h
+
+def image_name(caption_id, j: int) -> str:
+    "The file name of candidate image `j` of caption `caption_id`."
+    return f"{safe_stem(caption_id)}_{j}.png"
+
+def first_of_each_id(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    "The records whose id (as text) comes first, and the later ones that repeat an id."
+    seen, keep, dups = set(), [], []
+    for r in records:
+        (dups if str(r["id"]) in seen else keep).append(r); seen.add(str(r["id"]))
+    return keep, dups
+
+# %% ../nbs/40_synthvlm.ipynb #fd332fd7
 def synthesize(records: Sequence[dict], backend: DiffusionBackend, encode_texts, encode_images, out_dir, n: int = 2,
                steps: int = 30, guidance: float = 7.5, height: int = 1024, width: int = 1024, seed: int = 0,
                top_frac: float = 1.0, lam: float = 0.5, score_clip_weight: float = 1.0, ssim_size: int = 336,
@@ -272,18 +292,21 @@ def synthesize(records: Sequence[dict], backend: DiffusionBackend, encode_texts,
     from tqdm.auto import tqdm
     from unicorn.runs import atomic_write_json, atomic_write_bytes
     out_dir = Path(out_dir); (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records, dups = first_of_each_id(records)
     cands, t0 = [], time.time()
     for s in tqdm(range(0, len(records), batch_size), desc="synthvlm", disable=not progress):
         recs = records[s:s + batch_size]
         imgs = backend.generate([r[text_key] for r in recs], [r["id"] for r in recs], n, steps, guidance, height, width, seed)
-        flat = [(r, j, im) for r, ims in zip(recs, imgs) for j, im in enumerate(ims)]
-        for r, j, im in flat:
-            Image.fromarray(im).save(out_dir / "images" / f"{r['id']}_{j}.png")
-        cs = cosines(encode_texts, encode_images, [r[text_key] for r, _, _ in flat], [im for _, _, im in flat])
-        cands += [{"caption_id": r["id"], "image": str(out_dir / "images" / f"{r['id']}_{j}.png"), "j": j,
-                   "caption": r[text_key], "cos": float(c)} for (r, j, _), c in zip(flat, cs)]
+        flat = [(r, j, im, out_dir / "images" / image_name(r["id"], j))      # never the raw id: see `safe_stem`
+                for r, ims in zip(recs, imgs) for j, im in enumerate(ims)]
+        for _, _, im, path in flat: Image.fromarray(im).save(path)
+        cs = cosines(encode_texts, encode_images, [r[text_key] for r, *_ in flat], [im for _, _, im, _ in flat])
+        cands += [{"caption_id": r["id"], "image": str(path), "j": j, "caption": r[text_key], "cos": float(c)}
+                  for (r, j, _, path), c in zip(flat, cs)]
     gen_s = time.time() - t0
     kept, skipped, counts = select_pairs(cands, top_frac, lam, score_clip_weight, ssim_size)
+    skipped += [{"caption_id": d["id"], "image": None, "reason": "duplicate_id"} for d in dups]
+    if dups: counts["duplicate_id"] = len(dups)
     def jl(rows): return "".join(json.dumps(x) + "\n" for x in rows).encode()
     atomic_write_bytes(out_dir / "scores.jsonl", jl([{k: v for k, v in c.items()} for c in cands]))
     atomic_write_bytes(out_dir / "selected.jsonl", jl(kept)); atomic_write_bytes(out_dir / "skipped.jsonl", jl(skipped))

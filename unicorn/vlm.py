@@ -38,6 +38,7 @@ def image_token_id(tok) -> int:
 
 def expand_image_tokens(ids: list[int], image_id: int, k: int) -> list[int]:
     "`ids` with each `<image>` id repeated `k` times (at most one placeholder per sequence)."
+    if k < 1: raise ValueError(f"k = {k}: an image needs at least one visual token (k = 0 would train the VLM blind)")
     n = ids.count(image_id)
     if n > 1: raise ValueError(f"{n} <image> placeholders in one sequence: one image embedding per sample is supported")
     if n == 0 or k == 1: return list(ids)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .runs import EmbeddingShards, ShardError
+from .runs import EmbeddingShards, ShardError, check_ids
 from .vlm import IMAGE_TOKEN, expand_image_tokens, image_token_id
 
 # %% auto #0
@@ -24,65 +24,120 @@ class MissingEmbeddingError(KeyError):
     "An id with no embedding in the index; the message names the id and the stores searched."
     def __str__(self): return str(self.args[0])
 
-def _safetensors_header(p: Path) -> tuple[dict, int]:
-    "The JSON header of safetensors file `p` and the byte offset where its data starts."
+def _safetensors_header(p: Path) -> tuple[dict, int, int]:
+    "The JSON header of safetensors file `p`, the byte offset where its data starts, and the file's size."
+    size = p.stat().st_size
+    if size < 8: raise ShardError(f"{p}: truncated safetensors file ({size} bytes, less than its 8-byte header length)")
     with open(p, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
-        return json.loads(f.read(n)), 8 + n
+        if n > size - 8: raise ShardError(f"{p}: header length {n} exceeds the {size - 8} bytes that follow it (truncated or not safetensors)")
+        try: head = json.loads(f.read(n))
+        except (ValueError, RecursionError) as e: raise ShardError(f"{p}: unreadable safetensors header ({type(e).__name__})") from None
+    if not isinstance(head, dict): raise ShardError(f"{p}: safetensors header is not a JSON object")
+    return head, 8 + n, size
+
+def _shard_layout(p: Path, head: dict, start: int, size: int) -> tuple[tuple[int, int], int]:
+    "Shape `(n, d)` and data offset of the float16 `embeddings` tensor in header `head` of `p`, checked against the file size."
+    t = head.get("embeddings")
+    if not isinstance(t, dict) or t.get("dtype") != "F16": raise ShardError(f"{p}: expected a float16 'embeddings' tensor")
+    shape, offs = t.get("shape"), t.get("data_offsets")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(x) is int and x >= 0 for x in shape)):
+        raise ShardError(f"{p}: embeddings must be 2-D [n, d], got shape {shape!r}")
+    fits = isinstance(offs, list) and len(offs) == 2 and all(type(x) is int for x in offs)
+    if not (fits and 0 <= offs[0] and offs[1] - offs[0] == 2 * shape[0] * shape[1]):     # float16: 2 bytes a value
+        raise ShardError(f"{p}: data_offsets {offs!r} do not fit a float16 [{shape[0]}, {shape[1]}] tensor")
+    if start + offs[1] > size: raise ShardError(f"{p}: truncated file: data ends at byte {start + offs[1]}, file has {size}")
+    return (shape[0], shape[1]), start + offs[0]
+
+def _shard_ids(p: Path, head: dict) -> list:
+    "The ids stored in the metadata of header `head` of `p`."
+    meta = head.get("__metadata__")
+    if not isinstance(meta, dict) or not isinstance(meta.get("ids"), str): raise ShardError(f"{p}: no 'ids' in metadata (missing ids)")
+    try: return json.loads(meta["ids"])
+    except (ValueError, RecursionError): raise ShardError(f"{p}: the 'ids' in its metadata are not valid JSON") from None
 
 class EmbeddingIndex:
     "Id → embedding over one or more `EmbeddingShards` stores: an id → (shard, row) dict and memory-mapped shards."
     def __init__(self, *roots: Path | str):
         self.roots = [Path(r) for r in roots]
         self.where: dict[str, tuple[int, int]] = {}
-        self.mats: list[np.memmap] = []
+        self.mats: list[np.ndarray] = []
+        self.paths: list[Path] = []
+        self.dim: int | None = None
         for root in self.roots:
             paths = EmbeddingShards(root).shard_paths()
             if not paths: raise ShardError(f"{root}: no embedding shards")
             for p in paths: self._add(p)
-        self.dim = self.mats[0].shape[1]
     def _add(self, p: Path) -> None:
-        head, start = _safetensors_header(p)
-        t = head.get("embeddings")
-        if t is None or t["dtype"] != "F16": raise ShardError(f"{p}: expected a float16 'embeddings' tensor")
-        ids = json.loads(head.get("__metadata__", {}).get("ids", "null") or "null")
-        if ids is None or len(ids) != t["shape"][0]: raise ShardError(f"{p}: ids missing or not one per row")
+        "Index shard `p` after checking its header, dimension and ids."
+        head, start, size = _safetensors_header(p)
+        (n, d), offset = _shard_layout(p, head, start, size)
+        if self.dim is None: self.dim = d
+        elif d != self.dim: raise ShardError(f"{p}: dimension {d} != {self.dim} of {self.paths[0]}")
+        keys = check_ids(p, _shard_ids(p, head), n)            # one per row, none empty or repeated in the shard
+        dup = next(iter(self.where.keys() & keys), None)        # nor repeated across shards
+        if dup is not None:
+            s0, r0 = self.where[dup]
+            raise ShardError(f"{p}: duplicate id {dup!r} in row {keys.index(dup)}, already in row {r0} of {self.paths[s0]}")
         s = len(self.mats)
-        self.mats.append(np.memmap(p, np.float16, "r", offset=start + t["data_offsets"][0], shape=tuple(t["shape"])))
-        for r, i in enumerate(ids): self.where[str(i)] = (s, r)
+        self.mats.append(np.memmap(p, np.float16, "r", offset=offset, shape=(n, d)) if n else np.zeros((0, d), np.float16))
+        self.paths.append(p)
+        self.where.update(zip(keys, ((s, r) for r in range(n))))
     def __len__(self) -> int: return len(self.where)
     def __contains__(self, i) -> bool: return str(i) in self.where
     def __getitem__(self, i: str) -> np.ndarray:
-        "The embedding of id `i` as float32 [d]."
+        "The embedding of id `i` as float32 [d]; `ShardError` naming file, row and id if it holds NaN or Inf."
         try: s, r = self.where[str(i)]
         except KeyError: raise MissingEmbeddingError(f"no embedding for id {i!r} in {[str(r) for r in self.roots]}") from None
-        return np.asarray(self.mats[s][r], np.float32)
+        v = np.asarray(self.mats[s][r], np.float32)
+        if not np.isfinite(v).all(): raise ShardError(f"{self.paths[s]}: non-finite value (NaN/Inf) in row {r} (id {str(i)!r})")
+        return v
     def get_many(self, ids: Sequence[str]) -> np.ndarray:
         "Embeddings of `ids` as float32 [n, d]."
         return np.stack([self[i] for i in ids]) if len(ids) else np.zeros((0, self.dim), np.float32)
 
-# %% ../nbs/31_vlm_data.ipynb #06c7586a
+# %% ../nbs/31_vlm_data.ipynb #df5e45e8
 class RecordError(ValueError):
     "A training or evaluation record that breaks the format; the message names the record and the field."
 
 _OPTION = re.compile(r"(?m)^\s*\(?([A-Z])[.)]\s+\S")
 _LETTER = re.compile(r"^\s*\(?([A-Z])(?:[.):]|\s*$)")
 
-def check_record(rec: dict, where: str = "") -> dict:
-    "Return `rec` if it is a well-formed LLaVA record, else raise `RecordError` naming record and field."
-    rid = rec.get("id")
-    name = f"record {rid!r}{f' ({where})' if where else ''}"
-    if rid is None or str(rid) == "": raise RecordError(f"record{f' ({where})' if where else ''}: field 'id' is missing")
-    conv = rec.get("conversations")
-    if not conv: raise RecordError(f"{name}: field 'conversations' is empty")
+def _short(x, n: int = 60) -> str:
+    "`repr(x)`, cut to `n` characters."
+    r = repr(x); return r if len(r) <= n else r[:n - 3] + "..."
+
+def _check_turns(name: str, conv) -> None:
+    "Raise `RecordError` unless `conv` is a non-empty list of alternating human/gpt turns with text, one `<image>` at most, in a question."
+    if not isinstance(conv, list) or not conv:
+        raise RecordError(f"{name}: field 'conversations' is {'empty' if not conv else f'a {type(conv).__name__}, not a list'}")
+    n_img = 0
     for j, t in enumerate(conv):
         want = "human" if j % 2 == 0 else "gpt"
         if not isinstance(t, dict) or t.get("from") != want:
-            raise RecordError(f"{name}: field 'conversations[{j}].from' must be {want!r}, got {t.get('from') if isinstance(t, dict) else t!r}")
-        if not str(t.get("value", "")).strip(): raise RecordError(f"{name}: field 'conversations[{j}].value' is empty")
+            raise RecordError(f"{name}: field 'conversations[{j}].from' must be {want!r}, got {_short(t.get('from') if isinstance(t, dict) else t)}")
+        v = t.get("value")
+        if not isinstance(v, str): raise RecordError(f"{name}: field 'conversations[{j}].value' must be text, got {type(v).__name__}")
+        if not v.strip(): raise RecordError(f"{name}: field 'conversations[{j}].value' is empty")
+        n_img += v.count(IMAGE_TOKEN)
+        if n_img > 1: raise RecordError(f"{name}: field 'conversations[{j}].value' holds a second {IMAGE_TOKEN} (one image per record)")
+        if want == "gpt" and IMAGE_TOKEN in v: raise RecordError(f"{name}: field 'conversations[{j}].value' holds {IMAGE_TOKEN} in an answer")
     if len(conv) % 2: raise RecordError(f"{name}: field 'conversations' ends with a human turn (no answer)")
+
+def check_record(rec: dict, where: str = "") -> dict:
+    "Return `rec` if it is a well-formed LLaVA record, else raise `RecordError` naming record and field."
+    at = f" ({where})" if where else ""
+    if not isinstance(rec, dict): raise RecordError(f"record{at}: must be a JSON object, got {type(rec).__name__} {_short(rec)}")
+    rid = rec.get("id")
+    if rid is None or str(rid) == "": raise RecordError(f"record{at}: field 'id' is missing")
+    name = f"record {_short(rid)}{at}"
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)): raise RecordError(f"{name}: field 'id' must be a string, got {type(rid).__name__}")
+    conv = rec.get("conversations")
+    _check_turns(name, conv)
+    img = rec.get("image")
+    if img is not None and not isinstance(img, str): raise RecordError(f"{name}: field 'image' must be a string id, got {type(img).__name__}")
     has_img = any(IMAGE_TOKEN in t["value"] for t in conv)
-    if has_img and not rec.get("image"): raise RecordError(f"{name}: field 'image' is missing but the conversation holds {IMAGE_TOKEN}")
+    if has_img and not img: raise RecordError(f"{name}: field 'image' is missing but the conversation holds {IMAGE_TOKEN}")
     for j in range(0, len(conv), 2):
         opts = _OPTION.findall(conv[j]["value"])
         m = _LETTER.match(conv[j + 1]["value"])
@@ -94,11 +149,13 @@ def check_record(rec: dict, where: str = "") -> dict:
                                                    f"for a multiple-choice question ({conv[j + 1]['value'][:40]!r})")
     return rec
 
-# %% ../nbs/31_vlm_data.ipynb #a1ecb19c
+# %% ../nbs/31_vlm_data.ipynb #f9c1a3f5
 def load_records(path_or_records, index=None, on_error: str = "raise") -> tuple[list[dict], list[dict]]:
     "Checked records (from a LLaVA JSON file or a list) and the rejected ones `{id, reason}`; `index` checks image ids."
     recs = json.loads(Path(path_or_records).read_text()) if isinstance(path_or_records, (str, Path)) else path_or_records
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(recs, list): raise RecordError(f"{path_or_records if isinstance(path_or_records, (str, Path)) else 'records'}: "
+                                                     f"expected a JSON list of records, got {type(recs).__name__}")
     good, bad = [], []
     for n, r in enumerate(recs):
         try:

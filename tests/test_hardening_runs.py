@@ -1,0 +1,133 @@
+"Run folders and config under bad input: exact-or-refused resume, locked manifest, orphan temp files, file modes, nonsense settings."
+import json, os, signal, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np, pytest
+
+from unicorn.config import ConfigError, resolve_config
+from unicorn.runs import (EmbeddingShards, JsonlShards, RunFolder, ShardError, StageSettingsError, atomic_write_bytes,
+                          map_shards)
+
+# --- resume with changed settings -------------------------------------------------------------------------------
+
+def _interrupt(run, name, params, how):
+    "Leave stage `name` as a kill (status running) or an exception (status failed) would, with one shard written."
+    if how == "killed":
+        cm = run.run_stage(name, params=params); cm.__enter__()       # entered, never left: what SIGKILL leaves behind
+        JsonlShards(run.path(name)).write(0, [{"id": "stale"}])
+        return cm                                                     # (kept alive: collecting it would close the stage)
+    else:
+        with pytest.raises(RuntimeError), run.run_stage(name, params=params):
+            JsonlShards(run.path(name)).write(0, [{"id": "stale"}]); raise RuntimeError("server went away")
+
+@pytest.mark.parametrize("how", ["killed", "failed"])
+def test_interrupted_stage_resumed_with_other_settings_refuses(tmp_path, how):
+    run = RunFolder(tmp_path / "run", profile="mini")
+    alive = _interrupt(run, "instructions", {"max_new_tokens": 24, "seed": 0}, how)
+    assert run.stage("instructions")["status"] == ("running" if how == "killed" else "failed")
+    with pytest.raises(StageSettingsError, match=r"'instructions' in .* was interrupted .* max_new_tokens = 24 there, 48 now"):
+        with run.run_stage("instructions", params={"max_new_tokens": 48, "seed": 0}): pass
+    assert run.stage("instructions")["params"]["max_new_tokens"] == 24     # the manifest still tells the truth
+    with run.run_stage("instructions", params={"max_new_tokens": 24, "seed": 0}) as info:   # same settings: resumes
+        assert info is not None
+    assert run.is_done("instructions")
+
+def test_force_restarts_an_interrupted_stage_with_new_settings(tmp_path):
+    run = RunFolder(tmp_path / "run", profile="mini")
+    _interrupt(run, "captions", {"max_new_tokens": 24}, "failed")
+    with run.run_stage("captions", params={"max_new_tokens": 48}, force=True) as info:   # the caller clears old outputs
+        assert info is not None
+    assert run.stage("captions")["params"] == {"max_new_tokens": 48} and run.is_done("captions")
+    with pytest.raises(StageSettingsError, match="finished with other settings"):       # unchanged for finished stages
+        with run.run_stage("captions", params={"max_new_tokens": 96}): pass
+
+# --- concurrent manifest updates ---------------------------------------------------------------------------------
+
+UPDATER = textwrap.dedent("""
+    import sys
+    from unicorn.runs import RunFolder
+    run = RunFolder(sys.argv[1])
+    for i in range(int(sys.argv[3])): run.update_stage(f"{sys.argv[2]}-{i}", status="done", i=i)
+""")
+
+def test_concurrent_manifest_updates_lose_nothing(tmp_path):
+    RunFolder(tmp_path, profile="mini")
+    ps = [subprocess.Popen([sys.executable, "-c", UPDATER, str(tmp_path), w, "300"]) for w in ("a", "b")]
+    assert [p.wait(timeout=120) for p in ps] == [0, 0]
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert len(stages) == 600 and all(stages[f"{w}-{i}"]["i"] == i for w in "ab" for i in range(300))
+
+# --- orphan temporary files and file modes ----------------------------------------------------------------------
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from unicorn import runs
+    os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)    # die after writing the temp file, before the rename
+    runs.atomic_write_bytes(sys.argv[1], b"half a shard")
+""")
+
+def _killed_write(path: Path) -> list[Path]:
+    "Temporary files that a writer SIGKILLed between write and rename leaves beside `path`."
+    p = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)])
+    assert p.returncode == -signal.SIGKILL and not path.exists()
+    return sorted(path.parent.glob(".*.tmp"))
+
+def test_orphan_tmp_files_are_cleaned_when_the_run_opens(tmp_path):
+    RunFolder(tmp_path / "run", profile="mini")
+    left = _killed_write(tmp_path / "run" / "captions" / "part-00003.jsonl")
+    assert len(left) == 1
+    mine = tmp_path / "run" / "captions" / f".part-00004.jsonl.{os.getpid()}.abcd1234.tmp"   # a live writer's: kept
+    mine.write_bytes(b"busy")
+    RunFolder(tmp_path / "run")
+    assert sorted((tmp_path / "run" / "captions").glob(".*.tmp")) == [mine]
+
+def test_orphan_tmp_files_are_cleaned_when_map_shards_resumes(tmp_path):
+    store = JsonlShards(tmp_path / "s")
+    assert len(_killed_write(store.path(1))) == 1
+    map_shards(range(6), lambda c: [{"id": i} for i in c], store, 3, progress=False)
+    assert list(store.root.glob(".*")) == [] and len(store) == 6
+
+def test_outputs_get_the_users_normal_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        run = RunFolder(tmp_path / "run", profile="mini")
+        paths = [atomic_write_bytes(tmp_path / "x.bin", b"x"), run.manifest_path,
+                 JsonlShards(run.path("rec")).write(0, [{"id": "a"}]), EmbeddingShards(run.path("emb")).write(0, (["a"], np.ones((1, 2))))]
+    finally: os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in paths} == {oct(0o640)}       # 0o666 & ~0o027, not mkstemp's 0o600
+
+# --- values a shard cannot hold ----------------------------------------------------------------------------------
+
+def test_float16_overflow_is_refused_at_write(tmp_path):
+    st = EmbeddingShards(tmp_path / "emb", dim=3)
+    with pytest.raises(ShardError, match=r"part-00000.safetensors: value 100000 in row 1 \(id 'b'\) overflows float16"):
+        st.write(0, (["a", "b"], np.array([[1.0, 0, 0], [0, 1e5, 0]])))
+    assert not st.exists(0)
+    st.write(0, (["a"], np.full((1, 3), 65504.0)))                           # float16's largest value is fine
+    assert st.read(0).emb.max() == 65504
+
+@pytest.mark.parametrize("ids, msg", [(["a", "a"], "duplicate id 'a' in rows 0 and 1"), (["a", ""], "empty id in row 1")])
+def test_embedding_shards_refuse_duplicate_and_empty_ids(tmp_path, ids, msg):
+    with pytest.raises(ShardError, match=msg): EmbeddingShards(tmp_path / "emb").write(0, (ids, np.eye(2)))
+
+# --- nonsense settings -------------------------------------------------------------------------------------------
+
+def test_config_refuses_nonsense_in_real_presets():
+    from unicorn.captions import PRESETS as CAPTIONS
+    from unicorn.instructions import PRESETS as INSTRUCTIONS
+    for bad, msg in [(dict(temperature=-0.5), "temperature = -0.5: a temperature must be >= 0"),
+                     (dict(top_p=5.0), "top_p = 5.0: top_p must be in (0, 1]"), (dict(top_p=0.0), "top_p must be in (0, 1]"),
+                     (dict(min_words=500), "min_words = 500 > max_words = 400")]:
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+            resolve_config(CAPTIONS, "mini", **bad)
+    with pytest.raises(ConfigError, match="InstructionsConfig.min_pairs = 9 > max_pairs = 6"):
+        resolve_config(INSTRUCTIONS, "mini", min_pairs=9)
+    with pytest.raises(ConfigError, match="retry_temperature = -1.0"):
+        resolve_config(INSTRUCTIONS, "mini", retry_temperature=-1.0)
+
+def test_config_refuses_zero_visual_tokens():
+    from unicorn.train import PRESETS as TRAIN
+    from unicorn.vlm import expand_image_tokens
+    with pytest.raises(ConfigError, match="TrainConfig.k = 0: must be >= 1"): resolve_config(TRAIN, "mini", k=0)
+    with pytest.raises(ValueError, match="k = 0: an image needs at least one visual token"): expand_image_tokens([1, 7, 2], 7, 0)
+    assert resolve_config(TRAIN, "mini", k=576).k == 576
