@@ -15,7 +15,7 @@ RUN ?= runs/mini
 RUN_FULL ?= runs/full
 PROFILE ?= mini
 
-.PHONY: setup demo reproduce test export check-export nbtest pytest bench clean-nbs lab
+.PHONY: setup demo reproduce test index export check-export nbtest pytest bench clean-nbs lab
 
 $(STAMP): requirements.txt setup.py settings.ini pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: setup
 # notebooks' outputs (tables, figures, readings) are copied back into nbs/ so they show without running
 reproduce: setup
 	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN_FULL) --scale full --keep-outputs
+
+# the front page nbs/index.ipynb says what README.md says
+index: setup
+	$(BIN)/python -c "from unicorn.pipeline import readme_to_index; readme_to_index()"
 
 export: setup
 	$(BIN)/nbdev_export

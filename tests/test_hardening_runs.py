@@ -131,3 +131,12 @@ def test_config_refuses_zero_visual_tokens():
     with pytest.raises(ConfigError, match="TrainConfig.k = 0: must be >= 1"): resolve_config(TRAIN, "mini", k=0)
     with pytest.raises(ValueError, match="k = 0: an image needs at least one visual token"): expand_image_tokens([1, 7, 2], 7, 0)
     assert resolve_config(TRAIN, "mini", k=576).k == 576
+
+def test_nothing_from_a_run_folder_executes_code():
+    "No pickle-based load that can run code: every torch.load in the package passes weights_only=True."
+    import re
+    from unicorn.pipeline import repo_root
+    for p in sorted((repo_root() / "unicorn").glob("*.py")):
+        for call in re.findall(r"torch\.load\([^)]*\)", p.read_text()):
+            assert "weights_only=True" in call, (p.name, call)
+        assert "weights_only=False" not in p.read_text(), p.name

@@ -77,3 +77,11 @@ def test_unknown_parameter_fails_the_run(tmp_path):
     assert out.cells[-1].outputs[0]["text"] == "5\n"
     with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['n_seed'\]"):
         pm.execute_notebook(str(tmp_path / "nb.ipynb"), str(tmp_path / "bad.ipynb"), parameters={"n_seed": 5}, progress_bar=False)
+
+def test_index_says_what_the_readme_says():
+    "The front page (nbs/index.ipynb) and README.md say the same things (`make index` writes one from the other)."
+    import nbformat
+    from unicorn.pipeline import index_text
+    nb = nbformat.read(repo_root() / "nbs" / "index.ipynb", as_version=4)
+    shown = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert shown == index_text((repo_root() / "README.md").read_text()), "run `make index` after editing README.md"

@@ -189,7 +189,11 @@ def minhash(sh: set[str], num_perm: int = 64, seed: int = 0) -> np.ndarray:
     h = (np.outer(x, a.astype(object)) + b.astype(object)) % _P
     return h.min(axis=0).astype(np.uint64)
 
-def near_duplicates(texts: Sequence[str], threshold: float = 0.8, bands: int = 16, rows: int = 4) -> dict[int, int]:
+def near_duplicates(texts: Sequence[str],    # the texts, in the order they are kept
+                    threshold: float = 0.8,  # 3-gram Jaccard at or above which a text is a near-duplicate
+                    bands: int = 16,         # MinHash LSH bands (more bands: more candidate pairs are checked)
+                    rows: int = 4,           # MinHash values per band (`bands * rows` permutations in all)
+                   ) -> dict[int, int]:
     "`{i: j}` for each text `i` that is a near-duplicate (3-gram Jaccard ≥ `threshold`) of an earlier kept text `j`."
     sh = [shingles(t) for t in texts]
     sigs = [minhash(s, bands * rows) for s in sh]
@@ -341,6 +345,22 @@ def similarity_encoder_for(cfg) -> Callable | None:
     enc = load_encoder("hf_clip", path=cfg.similarity_encoder)
     return lambda texts: enc.encode_text(texts, progress=False)
 
+def _write_records(store: JsonlShards, recs: list[dict], shard_size: int):
+    "Replace the shards of `store` by `recs`, `shard_size` records per shard (one empty shard when there are none)."
+    for p in store.shard_paths(): p.unlink()
+    for k in range(0, max(len(recs), 1), shard_size): store.write(k // shard_size, recs[k:k + shard_size])
+
+def _captions_stats(cfg: CaptionsConfig, raw: list[dict], kept: list[dict], counts: dict, shard_info: dict,
+                    vocab: dict | None) -> dict:
+    "Stage 1's `stats.json`: counts, shards, caption and seed statistics, and the consistency settings."
+    return {"counts": counts, "shards": shard_info, "captions": caption_stats([r["caption"] for r in kept]),
+            "seeds": caption_stats([r["seed"] for r in kept]),
+            "consistency": {"caption_prompt": cfg.caption_prompt, "attribute_vocab": cfg.attribute_vocab or None,
+                            "attribute_groups": sorted(vocab or {}), "min_seed_similarity": cfg.min_seed_similarity,
+                            "keep_rate": counts["kept"] / max(1, counts["generated"]), "max_retries": cfg.max_retries,
+                            "replies": sum(r.get("attempts", 1) for r in raw),      # retries included
+                            "rejected_replies": dict(Counter(e for r in raw for e in r.get("errors", [])))}}
+
 def run_captions(seeds: list[dict],        # seed records
                  backend: LLMBackend,      # the LLM
                  cfg: CaptionsConfig,      # Stage 1 settings
@@ -360,16 +380,8 @@ def run_captions(seeds: list[dict],        # seed records
     raw = list(raw_store)
     kept, rejected, counts = finalize_captions(raw, cfg.dedup_threshold, encoder, cfg.min_seed_similarity)
     out, rej = JsonlShards(root / "captions"), JsonlShards(root / "captions_rejected")
-    for store, recs in ((out, kept), (rej, rejected)):
-        for p in store.shard_paths(): p.unlink()
-        for k in range(0, max(len(recs), 1), cfg.shard_size): store.write(k // cfg.shard_size, recs[k:k + cfg.shard_size])
-    stats = {"counts": counts, "shards": shard_info, "captions": caption_stats([r["caption"] for r in kept]),
-             "seeds": caption_stats([r["seed"] for r in kept]),
-             "consistency": {"caption_prompt": cfg.caption_prompt, "attribute_vocab": cfg.attribute_vocab or None,
-                             "attribute_groups": sorted(vocab or {}), "min_seed_similarity": cfg.min_seed_similarity,
-                             "keep_rate": counts["kept"] / max(1, counts["generated"]), "max_retries": cfg.max_retries,
-                             "replies": sum(r.get("attempts", 1) for r in raw),      # retries included
-                             "rejected_replies": dict(Counter(e for r in raw for e in r.get("errors", [])))}}
+    for store, recs in ((out, kept), (rej, rejected)): _write_records(store, recs, cfg.shard_size)
+    stats = _captions_stats(cfg, raw, kept, counts, shard_info, vocab)
     atomic_write_json(root / "captions" / "stats.json", stats)
     return stats
 

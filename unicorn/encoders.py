@@ -95,7 +95,11 @@ class OpenCLIPEncoder(Encoder):
     def _image(self, images):
         return self.model.encode_image(torch.stack([self.pre(to_pil(x)) for x in images]).to(self.device))
 
-def load_open_clip(model_name: str, pretrained: str | None = None, device: str = "cpu", config_path: str | None = None) -> OpenCLIPEncoder:
+def load_open_clip(model_name: str,                 # an open_clip registry name, e.g. "ViT-B-32" (or `local-dir:...`)
+                   pretrained: str | None = None,   # a local weights file (None: randomly initialised)
+                   device: str = "cpu",             # torch device of the model
+                   config_path: str | None = None,  # a model config (file or folder) to register first (None: none)
+                  ) -> OpenCLIPEncoder:
     "An `OpenCLIPEncoder`: `model_name` from open_clip's registry (or `local-dir:`), weights from a local `pretrained` file."
     import open_clip
     if config_path: open_clip.add_model_config(config_path)
@@ -125,7 +129,11 @@ class LLM2CLIPEncoder(Encoder):
         px = self.proc(images=[to_pil(x) for x in images], return_tensors="pt")["pixel_values"].to(self.device)
         return _features(self.clip.get_image_features(pixel_values=px))
 
-def load_llm2clip(lm_path: str, clip_path: str, proj_path: str | None = None, device: str = "cpu") -> LLM2CLIPEncoder:
+def load_llm2clip(lm_path: str,                  # the LLM: a local folder or hub id
+                  clip_path: str,                # the CLIP model (vision tower and image processor): folder or hub id
+                  proj_path: str | None = None,  # a safetensors adapter (`weight`, `bias`) (None: a random adapter)
+                  device: str = "cpu",           # torch device of both models
+                 ) -> LLM2CLIPEncoder:
     "An `LLM2CLIPEncoder` from an LLM folder/hub id, a CLIP folder/hub id and an adapter file (`weight`, `bias`)."
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, AutoImageProcessor
     from safetensors.torch import load_file
@@ -189,7 +197,11 @@ def augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     i, j = torch.randint(0, 2 * shift + 1, (2,), generator=gen).tolist()
     return pad[:, :, i:i + x.shape[2], j:j + x.shape[3]]
 
-def label_aware_clip_loss(v, t, y, logit_scale) -> torch.Tensor:
+def label_aware_clip_loss(v,            # image embeddings [b, d] (normalised here)
+                          t,            # text embeddings [b, d], row i paired with image i
+                          y,            # label index per pair [b]: pairs with equal labels are positives
+                          logit_scale,  # the log temperature (a scalar tensor; its exp is capped at 100)
+                         ) -> torch.Tensor:
     "Symmetric CLIP loss where every pair with the same label `y` is a positive (uniform target over them)."
     logits = logit_scale.exp().clamp(max=100) * F.normalize(v, dim=-1) @ F.normalize(t, dim=-1).T
     same = (y[:, None] == y[None, :]).float()
@@ -234,7 +246,11 @@ def minicl_train_pairs(model: MiniCL) -> tuple[np.ndarray, np.ndarray]:
     T0 = _minilm_embed(texts[::len(MINICL_TEMPLATES)])               # the first template, "a {c} {s}", per label
     return _native_embed(model, images_to_tensor(X), T0[y])
 
-def set_minicl_gap(model: MiniCL, img, txt, target: float | None) -> dict:
+def set_minicl_gap(model: MiniCL,         # minicl, whose gap buffers are set in place
+                   img,                   # native image embeddings of the train pairs [n, d]
+                   txt,                   # native text embeddings [n, d], row i paired with img[i]
+                   target: float | None,  # the gap norm to reach (None: the native gap, no shift)
+                  ) -> dict:
     "Solve Mind the Gap's shift for gap `target` (None = native) on native pairs (`img`, `txt`); store it in `model`."
     d, lam = (gap_vector(img, txt), 0.0) if target is None else gap_shift_for(img, txt, target)
     model.gap_direction.copy_(torch.as_tensor(d, dtype=torch.float32)); model.gap_lam.fill_(lam)
@@ -337,12 +353,20 @@ def _encode_labelled(enc: Encoder, split: str, n: int | None, progress: bool):
     _, X, y = _labelled_images(split, n)
     return labels, enc.encode_text(texts, progress=progress), enc.encode_image(list(X), batch_size=256, progress=progress), y.numpy()
 
-def label_retrieval(enc: Encoder, split: str = "test", n: int | None = None, progress: bool = False) -> dict:
+def label_retrieval(enc: Encoder,            # the dual encoder to evaluate
+                    split: str = "test",     # the easy-VQA split
+                    n: int | None = None,    # a seeded sample of this many labelled images (None: all of them)
+                    progress: bool = False,  # show progress bars while encoding
+                   ) -> dict:
     "Zero-shot shape / colour / joint accuracy of `enc` on easy-VQA `split` images against the 24 label captions."
     labels, t, v, y = _encode_labelled(enc, split, n, progress)
     return {"split": split, "images": len(y), **_label_acc(v, t, y, labels)}
 
-def label_pair_gap(enc: Encoder, split: str = "test", n: int | None = None, progress: bool = False) -> dict:
+def label_pair_gap(enc: Encoder,            # the dual encoder to evaluate
+                   split: str = "test",     # the easy-VQA split
+                   n: int | None = None,    # a seeded sample of this many labelled images (None: all of them)
+                   progress: bool = False,  # show progress bars while encoding
+                  ) -> dict:
     "`gap_metrics` of `split` images vs their 'a {colour} {shape}' captions, with `label_retrieval`'s accuracies."
     labels, t, v, y = _encode_labelled(enc, split, n, progress)
     t0 = t.reshape(len(labels), len(MINICL_TEMPLATES), -1)[:, 0]      # "a {c} {s}"
@@ -358,8 +382,15 @@ def load_encoder(name: str, device: str = "cpu", **kw) -> Encoder:
     raise ValueError(f"unknown encoder {name!r}: choose one of ['hf_clip', 'siglip', 'open_clip', 'llm2clip', 'minicl']")
 
 # %% ../nbs/20_encoders.ipynb #037e6595
-def encode_to_shards(enc: Encoder, ids: Sequence[str], items: Sequence, store: EmbeddingShards, kind: str = "text",
-                     shard_size: int = 1024, batch_size: int = 64, desc: str | None = None) -> dict:
+def encode_to_shards(enc: Encoder,             # an encoder with `.encode_text` / `.encode_image`
+                     ids: Sequence[str],       # one unique id per item
+                     items: Sequence,          # texts, or images / image paths if `kind='image'`
+                     store: EmbeddingShards,   # where the shards go (its `dim` is set from `enc` if unset)
+                     kind: str = "text",       # 'text' or 'image'
+                     shard_size: int = 1024,   # rows per shard (the unit of resuming)
+                     batch_size: int = 64,     # items per encoder call
+                     desc: str | None = None,  # progress-bar label (None: "encode {kind} -> {store's folder}")
+                    ) -> dict:
     "Encode `items` (texts, or images/paths if `kind='image'`) into `store` as float16 shards with `ids`; resumable."
     if kind not in ("text", "image"): raise ValueError(f"kind must be 'text' or 'image', got {kind!r}")
     if len(ids) != len(items): raise ValueError(f"{len(ids)} ids for {len(items)} items")

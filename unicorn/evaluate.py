@@ -25,7 +25,11 @@ __all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuati
            'register_lmms_adapter', 'EvalConfig']
 
 # %% ../nbs/33_eval.ipynb #0d8fbe98
-def prompt_ids(tok, user_text: str, k: int = 1, system: str | None = SYSTEM_PROMPT) -> list[int]:
+def prompt_ids(tok,                                   # the VLM's tokenizer (gets `<image>` if it lacks it)
+               user_text: str,                        # the user turn, with `<image>` where the image goes (if any)
+               k: int = 1,                            # visual tokens the `<image>` placeholder expands to
+               system: str | None = SYSTEM_PROMPT     # the system turn (None: none)
+              ) -> list[int]:
     "Token ids of a one-turn chat prompt (ending with the assistant header), `<image>` expanded to `k`."
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -40,8 +44,13 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 # %% ../nbs/33_eval.ipynb #efe2c68b
 @torch.no_grad()
-def score_continuations(vlm: UnicornVLM, prompts: list[list[int]], conts: list[list[int]], image_emb=None,
-                        pad_id: int = 0, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def score_continuations(vlm: UnicornVLM,                # the model to score with
+                        prompts: list[list[int]],       # prompt token ids (`prompt_ids`)
+                        conts: list[list[int]],         # one continuation's token ids per prompt
+                        image_emb=None,                 # one embedding row per prompt [n, d] (None: text only)
+                        pad_id: int = 0,                # token id that left-pads a batch
+                        batch_size: int = 32            # prompts per forward pass
+                       ) -> tuple[np.ndarray, np.ndarray]:
     "`(logprob, is_greedy)` of each continuation `conts[i]` after `prompts[i]` (with image embedding row i, if any)."
     lps, greedy = [], []
     for s in range(0, len(prompts), batch_size):
@@ -57,8 +66,13 @@ def score_continuations(vlm: UnicornVLM, prompts: list[list[int]], conts: list[l
     return np.array(lps), np.array(greedy)
 
 @torch.no_grad()
-def rank_answers(vlm: UnicornVLM, tok, prompts: list[list[int]], answers: list[str], image_emb=None,
-                 batch_size: int = 32) -> np.ndarray:
+def rank_answers(vlm: UnicornVLM,                # the model to score with
+                 tok,                            # its tokenizer (answers are tokenised without special tokens)
+                 prompts: list[list[int]],       # prompt token ids (`prompt_ids`)
+                 answers: list[str],             # the candidate answers, scored after every prompt
+                 image_emb=None,                 # one embedding row per prompt [n, d] (None: text only)
+                 batch_size: int = 32            # prompts per forward pass
+                ) -> np.ndarray:
     "Log-likelihood [n, len(answers)] of every answer after every prompt (single-token answers from one forward pass)."
     a_ids = [tok(a, add_special_tokens=False).input_ids for a in answers]
     out = np.zeros((len(prompts), len(answers)))
@@ -80,6 +94,26 @@ def _expand_cache(kv, times: int):
     return DynamicCache([(l.keys.repeat_interleave(times, 0), l.values.repeat_interleave(times, 0)) for l in kv.layers])
 
 @torch.no_grad()
+def _later_tokens(vlm: UnicornVLM, kv, attention_mask: torch.Tensor, next_pos: torch.Tensor, multi_ids: list[list[int]],
+                  pad_id: int) -> np.ndarray:
+    """[B, M] log-likelihood of the tokens after the first of each multi-token answer `multi_ids[j]`, after row b of
+    the cache `kv` (whose next position is `next_pos[b]`): one step of T tokens, one row per (prompt, answer)."""
+    B, M = attention_mask.shape[0], len(multi_ids)
+    T = max(len(a) - 1 for a in multi_ids)
+    cont = torch.full((B * M, T), pad_id, dtype=torch.long); cmask = torch.zeros_like(cont)
+    for r in range(B * M):
+        a = multi_ids[r % M][:-1]; cont[r, :len(a)] = torch.tensor(a); cmask[r, :len(a)] = 1
+    mask = torch.cat([attention_mask.repeat_interleave(M, 0), cmask], 1)
+    pos = next_pos.repeat_interleave(M)[:, None] + torch.arange(T)
+    lp = vlm.lm(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=_expand_cache(kv, M)
+                ).logits.float().log_softmax(-1)
+    out = np.zeros((B, M))
+    for r in range(B * M):
+        b, j = divmod(r, M); a = multi_ids[j]
+        out[b, j] = float(lp[r, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum())
+    return out
+
+@torch.no_grad()
 def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evaluation needs no gradient)
                         tok,                            # its tokenizer
                         cache: PrefixCache,             # prefix keys/values of `vlm.lm`
@@ -91,7 +125,6 @@ def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evalu
     "Log-likelihood [n, len(answers)] of every answer after every prompt, like `rank_answers`, on the prefix cache."
     a_ids = [tok(a, add_special_tokens=False).input_ids for a in answers]
     multi = [j for j, a in enumerate(a_ids) if len(a) > 1]
-    T = max((len(a_ids[j]) - 1 for j in multi), default=0)
     img, out = vlm.cfg.image_token_id, np.zeros((len(prompts), len(answers)))
     for s in range(0, len(prompts), batch_size):
         sp = [split_at_image(p, [IGNORE] * len(p), img) for p in prompts[s:s + batch_size]]
@@ -103,19 +136,9 @@ def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evalu
         o = vlm(**batch, use_cache=True, logits_to_keep=keep)
         last = o.logits[torch.arange(B), torch.searchsorted(keep, slen - 1)].float().log_softmax(-1)
         out[s:s + B] = last[:, [a[0] for a in a_ids]].numpy()
-        if not multi: continue
-        # the later tokens of multi-token answers: one step of T tokens over the cache, one row per (prompt, answer)
-        M = len(multi)
-        cont = torch.full((B * M, T), tok.pad_token_id, dtype=torch.long); cmask = torch.zeros_like(cont)
-        for r in range(B * M):
-            a = a_ids[multi[r % M]][:-1]; cont[r, :len(a)] = torch.tensor(a); cmask[r, :len(a)] = 1
-        mask = torch.cat([batch["attention_mask"].repeat_interleave(M, 0), cmask], 1)
-        pos = (plen + slen).repeat_interleave(M)[:, None] + torch.arange(T)
-        lp = vlm.lm(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=_expand_cache(o.past_key_values, M)
-                    ).logits.float().log_softmax(-1)
-        for r in range(B * M):
-            b, j = divmod(r, M); a = a_ids[multi[j]]
-            out[s + b, multi[j]] += float(lp[r, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum())
+        if multi:   # the later tokens of multi-token answers, after the cached keys and values of this pass
+            out[s:s + B, multi] += _later_tokens(vlm, o.past_key_values, batch["attention_mask"], plen + slen,
+                                                 [a_ids[j] for j in multi], tok.pad_token_id)
     return out
 
 # %% ../nbs/33_eval.ipynb #2b6a7547
@@ -125,8 +148,13 @@ def normalize_answer(s: str) -> str:
     return w[0] if w else ""
 
 @torch.no_grad()
-def generate_answers(vlm: UnicornVLM, tok, prompts: list[list[int]], image_emb=None, max_new_tokens: int = 4,
-                     batch_size: int = 32) -> list[str]:
+def generate_answers(vlm: UnicornVLM,            # the model to generate with
+                     tok,                        # its tokenizer (left-pads with its pad token, decodes the answers)
+                     prompts: list[list[int]],   # prompt token ids (`prompt_ids`)
+                     image_emb=None,             # one embedding row per prompt [n, d] (None: text only)
+                     max_new_tokens: int = 4,    # generation stops after this many tokens (or at EOS)
+                     batch_size: int = 32        # prompts per `generate` call
+                    ) -> list[str]:
     "Greedy generations (decoded, special tokens dropped) after each prompt."
     out = []
     for s in range(0, len(prompts), batch_size):
@@ -203,8 +231,14 @@ def test_image_embeddings(run: RunFolder, image_ids: list[str], center: bool) ->
     mu = np.concatenate([np.asarray(m, np.float32) for m in idx.mats]).astype(np.float64).mean(0)   # the test set's own mean
     return center_images(v, mean=mu)
 
-def evaluate_vlm(vlm: UnicornVLM, tok, questions: pd.DataFrame, image_emb: np.ndarray | None,
-                 modes=("likelihood", "generate"), batch_size: int = 32, max_new_tokens: int = 4) -> tuple[pd.DataFrame, dict]:
+def evaluate_vlm(vlm: UnicornVLM,                     # the model to evaluate
+                 tok,                                 # its tokenizer
+                 questions: pd.DataFrame,             # easy-VQA questions: `question`, `answer`, `qtype`
+                 image_emb: np.ndarray | None,        # one embedding row per question [n, d] (None: text-only prompts)
+                 modes=("likelihood", "generate"),    # "likelihood": rank the 13 answers; "generate": greedy decoding
+                 batch_size: int = 32,                # prompts per forward pass
+                 max_new_tokens: int = 4              # generation length ("generate" only)
+                ) -> tuple[pd.DataFrame, dict]:
     "Predictions per question (`pred_likelihood`, `pred_generate`) and accuracy tables per mode."
     from unicorn.packaged import easyvqa_answers
     use_image = image_emb is not None
@@ -224,104 +258,137 @@ def evaluate_vlm(vlm: UnicornVLM, tok, questions: pd.DataFrame, image_emb: np.nd
     return preds, metrics
 
 # %% ../nbs/33_eval.ipynb #e85e2f1a
-def evaluate_checkpoint(run: RunFolder, ckpt: Path | str, questions: pd.DataFrame, centers=(False, True),
-                        modes=("likelihood", "generate"), lm=None, batch_size: int = 32, verbose: bool = True) -> dict:
-    """Evaluate checkpoint `ckpt` on `questions` with and without test-time centring: `{centring: {mode: metrics}}`.
-    Cached per centring and mode in `ckpt/eval.json` (predictions in `preds_<centring>_<mode>.csv`), so callers asking
-    for different modes reuse each other's work."""
-    ckpt = Path(ckpt)
-    cache = ckpt / "eval.json"
+def _eval_cache(cache: Path, questions: pd.DataFrame) -> dict:
+    "The results cached in `cache` if they were computed on the same `questions` (else none), stamped with their key."
     key = {"qids_sha": pd.util.hash_pandas_object(questions.qid, index=False).sum().item()}
     res = json.loads(cache.read_text()) if cache.exists() else {}
     if res.get("key", {}).get("qids_sha") != key["qids_sha"]: res = {}     # other questions: start again
     res["key"] = key
-    train = json.loads((ckpt / "train_config.json").read_text())
-    blind = train["config"]["method"] == "blind"
+    return res
+
+def _load_checkpoint(ckpt: Path, lm=None) -> tuple:
+    "`(vlm, tok)` of checkpoint folder `ckpt` (`lm`: the base LM of a frozen or LoRA checkpoint)."
+    from transformers import AutoTokenizer
+    return load_vlm(ckpt, lm=lm), AutoTokenizer.from_pretrained(ckpt / "tokenizer")
+
+def _eval_embeddings(run: RunFolder, questions: pd.DataFrame, emb_dim: int, blind: bool, center: bool) -> np.ndarray:
+    "One image embedding per question: its test image's (centred if `center`), or zeros for the blind model."
+    if blind: return np.zeros((len(questions), emb_dim), np.float32)     # the blind model's constant input
+    return test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], center)
+
+def _save_predictions(preds: pd.DataFrame, questions: pd.DataFrame, ckpt: Path, name: str, modes) -> None:
+    "Write `preds_<name>_<mode>.csv` into `ckpt` for each of `modes`: the questions and that mode's predictions."
+    for m in modes:
+        cols = list(questions.columns) + (["raw_generate"] if m == "generate" else []) + [f"pred_{m}"]
+        preds[cols].to_csv(ckpt / f"preds_{name}_{m}.csv", index=False)
+
+def evaluate_checkpoint(run: RunFolder,                    # the run folder (test-image embeddings in `emb/image_test/`)
+                        ckpt: Path | str,                  # the checkpoint folder (`train_condition`'s `vlm/<name>/`)
+                        questions: pd.DataFrame,           # the test questions (`eval_questions`)
+                        centers=(False, True),             # evaluate without and/or with test-time centring
+                        modes=("likelihood", "generate"),  # "likelihood" (answer ranking) and/or "generate"
+                        lm=None,                           # base LM of a frozen or LoRA checkpoint (None: by its name)
+                        batch_size: int = 32,              # prompts per forward pass
+                        verbose: bool = True               # print each centring's visual accuracy
+                       ) -> dict:
+    """Evaluate checkpoint `ckpt` on `questions` with and without test-time centring: `{centring: {mode: metrics}}`.
+    Cached per centring and mode in `ckpt/eval.json` (predictions in `preds_<centring>_<mode>.csv`)."""
+    ckpt = Path(ckpt)
+    res = _eval_cache(ckpt / "eval.json", questions)      # callers asking for other modes reuse each other's work
+    blind = json.loads((ckpt / "train_config.json").read_text())["config"]["method"] == "blind"
     vlm, tok = None, None
     for c in ([False] if blind else centers):
         name = "centred" if c else "raw"
         todo = [m for m in modes if m not in res.get(name, {})]
         if not todo: continue
-        if vlm is None:
-            from transformers import AutoTokenizer
-            vlm, tok = load_vlm(ckpt, lm=lm), AutoTokenizer.from_pretrained(ckpt / "tokenizer")
-        emb = (np.zeros((len(questions), vlm.cfg.emb_dim), np.float32) if blind     # the blind model's constant input
-               else test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], c))
+        if vlm is None: vlm, tok = _load_checkpoint(ckpt, lm)
+        emb = _eval_embeddings(run, questions, vlm.cfg.emb_dim, blind, c)
         preds, met = evaluate_vlm(vlm, tok, questions, emb, todo, batch_size)
         res[name] = res.get(name, {}) | met
-        for m in todo:
-            cols = list(questions.columns) + (["raw_generate"] if m == "generate" else []) + [f"pred_{m}"]
-            preds[cols].to_csv(ckpt / f"preds_{name}_{m}.csv", index=False)
+        _save_predictions(preds, questions, ckpt, name, todo)
         if verbose: print(f"[eval] {ckpt.name} {name}: " + ", ".join(f"{m} visual {v['visual']:.3f}" for m, v in met.items()))
     if blind: res["centred"] = res["raw"]      # no image: centring does not apply
-    atomic_write_json(cache, res)
+    atomic_write_json(ckpt / "eval.json", res)
     return {name: {m: res[name][m] for m in modes} for name in ("raw", "centred")}
 
 # %% ../nbs/33_eval.ipynb #2177a2f1
+class _UnicornLMM:
+    "The methods of lmms-eval's model `unicorn_vlm`; `register_lmms_adapter` adds lmms-eval's `lmms` base class."
+    def __init__(self,
+                 pretrained: str | None = None,  # a checkpoint folder (`vlm/<name>/`), used when `vlm` is None
+                 vlm: UnicornVLM | None = None,  # the VLM itself (with `tok`) instead of a checkpoint
+                 tok=None,                       # `vlm`'s tokenizer
+                 image_encoder=None,             # visuals -> embeddings [n, d], or "module:function" (None: none)
+                 center_mean=None,               # test mean subtracted, or "file.safetensors:key" (None: raw)
+                 batch_size: int = 1,            # requests per batch, as lmms-eval reports it
+                 max_new_tokens: int = 32,       # generation length when a request does not set one
+                 **kw):                          # other lmms-eval model arguments (ignored)
+        super().__init__()
+        if vlm is None:
+            from transformers import AutoTokenizer
+            if pretrained is None: raise ValueError("UnicornLMM needs pretrained=<checkpoint folder> or vlm=")
+            vlm, tok = load_vlm(pretrained), AutoTokenizer.from_pretrained(Path(pretrained) / "tokenizer")
+        if isinstance(image_encoder, str):                   # "package.module:function" from an lmms-eval arg string
+            import importlib
+            mod, fn = image_encoder.split(":"); image_encoder = getattr(importlib.import_module(mod), fn)
+        if isinstance(center_mean, (str, Path)):              # "stats.safetensors:mu_image_test"
+            from safetensors.numpy import load_file
+            path, key = str(center_mean).rsplit(":", 1); center_mean = load_file(path)[key]
+        self.vlm, self.tok, self.encoder = vlm.eval(), tok, image_encoder
+        self.center_mean = None if center_mean is None else np.asarray(center_mean, np.float64)
+        self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
+    def _embed(self, visuals) -> np.ndarray | None:
+        "One embedding [1, d] for a request's visuals (centred if a mean is set), or None for a text-only request."
+        visuals = [v for v in (visuals or []) if v is not None]
+        if not visuals or self.encoder is None: return None
+        v = np.asarray(self.encoder(visuals[:1]), np.float32).reshape(1, -1)
+        if self.center_mean is None: return v
+        from unicorn.transfer import center_images
+        return center_images(v, mean=self.center_mean)
+    def _doc(self, task, split, doc_id): return self.task_dict[task][split][doc_id]
+    def _prompt(self, context: str, emb) -> list[int]:
+        return prompt_ids(self.tok, ("<image>\n" if emb is not None else "") + context, self.vlm.cfg.k)
+    def loglikelihood(self, requests):
+        "`(log p(target | context, image), is_greedy)` for each lmms-eval `loglikelihood` request."
+        out = []
+        for r in requests:
+            context, target, doc_to_visual, doc_id, task, split = r.args
+            doc = self._doc(task, split, doc_id)
+            cont = target if isinstance(target, str) else target(doc)
+            emb = self._embed(doc_to_visual(doc))
+            lp, g = score_continuations(self.vlm, [self._prompt(context, emb)], [self.tok(cont, add_special_tokens=False).input_ids],
+                                        emb, self.tok.pad_token_id)
+            out.append((float(lp[0]), bool(g[0])))
+        return out
+    def generate_until(self, requests):
+        "Greedy answers to lmms-eval `generate_until` requests, cut at the first of their `until` strings."
+        out = []
+        for r in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = r.args
+            emb = self._embed(doc_to_visual(self._doc(task, split, doc_id)))
+            n = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
+            text = generate_answers(self.vlm, self.tok, [self._prompt(context, emb)], emb, n)[0]
+            until = gen_kwargs.get("until") or []
+            for u in ([until] if isinstance(until, str) else until):
+                if u: text = text.split(u)[0]
+            out.append(text)
+        return out
+    def generate_until_multi_round(self, requests):
+        "Not supported: `unicorn_vlm` answers single-round requests only."
+        raise NotImplementedError("unicorn_vlm answers single-round requests only (generate_until, loglikelihood)")
+
 _ADAPTER = None
 
 def register_lmms_adapter():
-    "Define and register the lmms-eval model `unicorn_vlm`; returns its class."
+    "Define and register the lmms-eval model `unicorn_vlm`; returns its class (lmms-eval is imported only here)."
     global _ADAPTER
     if _ADAPTER is not None: return _ADAPTER
     from lmms_eval.api.model import lmms
     from lmms_eval.api.registry import register_model
 
     @register_model("unicorn_vlm")
-    class UnicornLMM(lmms):
+    class UnicornLMM(_UnicornLMM, lmms):
         "lmms-eval model: image encoder + test-time centring + UnicornVLM."
-        def __init__(self, pretrained: str | None = None, vlm: UnicornVLM | None = None, tok=None, image_encoder=None,
-                     center_mean=None, batch_size: int = 1, max_new_tokens: int = 32, **kw):
-            super().__init__()
-            if vlm is None:
-                from transformers import AutoTokenizer
-                if pretrained is None: raise ValueError("UnicornLMM needs pretrained=<checkpoint folder> or vlm=")
-                vlm, tok = load_vlm(pretrained), AutoTokenizer.from_pretrained(Path(pretrained) / "tokenizer")
-            if isinstance(image_encoder, str):                   # "package.module:function" from an lmms-eval arg string
-                import importlib
-                mod, fn = image_encoder.split(":"); image_encoder = getattr(importlib.import_module(mod), fn)
-            if isinstance(center_mean, (str, Path)):              # "stats.safetensors:mu_image_test"
-                from safetensors.numpy import load_file
-                path, key = str(center_mean).rsplit(":", 1); center_mean = load_file(path)[key]
-            self.vlm, self.tok, self.encoder = vlm.eval(), tok, image_encoder
-            self.center_mean = None if center_mean is None else np.asarray(center_mean, np.float64)
-            self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
-        def _embed(self, visuals) -> np.ndarray | None:
-            "One embedding [1, d] for a request's visuals (centred if a mean is set), or None for a text-only request."
-            visuals = [v for v in (visuals or []) if v is not None]
-            if not visuals or self.encoder is None: return None
-            v = np.asarray(self.encoder(visuals[:1]), np.float32).reshape(1, -1)
-            if self.center_mean is None: return v
-            from unicorn.transfer import center_images
-            return center_images(v, mean=self.center_mean)
-        def _doc(self, task, split, doc_id): return self.task_dict[task][split][doc_id]
-        def _prompt(self, context: str, emb) -> list[int]:
-            return prompt_ids(self.tok, ("<image>\n" if emb is not None else "") + context, self.vlm.cfg.k)
-        def loglikelihood(self, requests):
-            out = []
-            for r in requests:
-                context, target, doc_to_visual, doc_id, task, split = r.args
-                doc = self._doc(task, split, doc_id)
-                cont = target if isinstance(target, str) else target(doc)
-                emb = self._embed(doc_to_visual(doc))
-                lp, g = score_continuations(self.vlm, [self._prompt(context, emb)], [self.tok(cont, add_special_tokens=False).input_ids],
-                                            emb, self.tok.pad_token_id)
-                out.append((float(lp[0]), bool(g[0])))
-            return out
-        def generate_until(self, requests):
-            out = []
-            for r in requests:
-                context, gen_kwargs, doc_to_visual, doc_id, task, split = r.args
-                emb = self._embed(doc_to_visual(self._doc(task, split, doc_id)))
-                n = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
-                text = generate_answers(self.vlm, self.tok, [self._prompt(context, emb)], emb, n)[0]
-                until = gen_kwargs.get("until") or []
-                for u in ([until] if isinstance(until, str) else until):
-                    if u: text = text.split(u)[0]
-                out.append(text)
-            return out
-        def generate_until_multi_round(self, requests):
-            raise NotImplementedError("unicorn_vlm answers single-round requests only (generate_until, loglikelihood)")
     _ADAPTER = UnicornLMM
     return UnicornLMM
 

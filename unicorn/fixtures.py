@@ -31,7 +31,12 @@ def tiny_tokenizer():
     return tok
 
 # %% ../nbs/03_fixtures.ipynb #f6b43419
-def tiny_llama(vocab_size: int | None = None, hidden_size: int = 32, layers: int = 2, heads: int = 4, seed: int = 0):
+def tiny_llama(vocab_size: int | None = None,  # vocabulary size (None: that of `tiny_tokenizer()`)
+               hidden_size: int = 32,          # model width (the MLP is twice as wide)
+               layers: int = 2,                # decoder layers
+               heads: int = 4,                 # attention heads (and as many key/value heads)
+               seed: int = 0,                  # torch seed of the random initialisation
+              ):
     "A randomly initialised `LlamaForCausalLM` small enough to train in a test (vocab matches `tiny_tokenizer`)."
     from transformers import LlamaConfig, LlamaForCausalLM
     tok = tiny_tokenizer()

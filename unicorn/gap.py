@@ -36,7 +36,11 @@ def paired_cosine(img, txt) -> float:
     return float((l2norm(img) * l2norm(txt)).sum(1).mean())
 
 # %% ../nbs/22_gap.ipynb #69b90b32
-def apply_gap_shift(x, modality: str, direction, lam: float) -> np.ndarray:
+def apply_gap_shift(x,              # embeddings [n, d] (or one [d])
+                    modality: str,  # 'image' (moved by -lam·direction) or 'text' (moved by +lam·direction)
+                    direction,      # the gap vector [d] to move along
+                    lam: float,     # the step (0: only re-normalise; below 0 widens the gap)
+                   ) -> np.ndarray:
     "Mind the Gap §4.2: Norm(x - lam·direction) for images, Norm(x + lam·direction) for texts (x's float dtype kept)."
     if modality not in ("image", "text"): raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
     x = np.asarray(x); dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
@@ -44,7 +48,11 @@ def apply_gap_shift(x, modality: str, direction, lam: float) -> np.ndarray:
     s = -lam if modality == "image" else lam
     return l2norm(x.astype(np.float64) + s * np.asarray(direction, np.float64)).astype(dt)
 
-def shifted_gap(img, txt, direction, lam: float) -> np.ndarray:
+def shifted_gap(img,         # image embeddings [n, d]
+                txt,         # text embeddings [m, d]
+                direction,   # the gap vector [d] to move along
+                lam: float,  # the step of `apply_gap_shift`
+               ) -> np.ndarray:
     "The gap vector of a paired set after `apply_gap_shift` by `lam` along `direction`."
     return gap_vector(apply_gap_shift(img, "image", direction, lam), apply_gap_shift(txt, "text", direction, lam))
 
@@ -85,13 +93,22 @@ def gap_shift_for(img, txt, target: float) -> tuple[np.ndarray, float]:
     return d, _bisect(g, 0.0, star)
 
 # %% ../nbs/22_gap.ipynb #9a4c052f
-def gap_sweep(enc, targets, split: str = "test", n: int | None = None) -> pd.DataFrame:
-    "Per target gap (None = native): `label_pair_gap` of `enc.with_gap(target)` on easy-VQA `split` (first `n` images)."
+def gap_sweep(enc,                   # an encoder with `.with_gap(target)`, e.g. minicl's
+              targets,               # the gap norms to evaluate (None among them: the native gap)
+              split: str = "test",   # the easy-VQA split
+              n: int | None = None,  # a seeded sample of this many labelled images (None: all of them)
+             ) -> pd.DataFrame:
+    "Per target gap (None = native): `label_pair_gap` of `enc.with_gap(target)` on easy-VQA `split` (a sample of `n`)."
     from unicorn.encoders import label_pair_gap
     return pd.DataFrame([{"target": t, **label_pair_gap(enc.with_gap(t), split, n)} for t in targets])
 
 # %% ../nbs/22_gap.ipynb #5e2e5569
-def retrieval_at_k(queries, keys, q_labels=None, k_labels=None, ks=(1, 5)) -> dict:
+def retrieval_at_k(queries,        # query embeddings [n, d]
+                   keys,           # key embeddings [m, d]
+                   q_labels=None,  # label per query (None: its row index, i.e. query i matches key i)
+                   k_labels=None,  # label per key (None: its row index)
+                   ks=(1, 5),      # the k of each R@k reported
+                  ) -> dict:
     "Share of queries whose top-k keys (cosine) include one with the query's label (default label: own row index)."
     q, kk = l2norm(np.asarray(queries, np.float64)), l2norm(np.asarray(keys, np.float64))
     ql = np.arange(len(q)) if q_labels is None else np.asarray(q_labels)
@@ -100,14 +117,23 @@ def retrieval_at_k(queries, keys, q_labels=None, k_labels=None, ks=(1, 5)) -> di
     hit = kl[order] == ql[:, None]
     return {f"R@{k}": float(hit[:, :k].any(1).mean()) for k in ks}
 
-def cross_modal_retrieval(img, txt, labels=None, ks=(1, 5)) -> dict:
+def cross_modal_retrieval(img,          # image embeddings [n, d]
+                          txt,          # text embeddings [n, d], row i paired with img[i]
+                          labels=None,  # label per pair, for label-level hits (None: only the paired row is a hit)
+                          ks=(1, 5),    # the k of each R@k reported
+                         ) -> dict:
     "Image→text and text→image R@k on a paired set (label-level if `labels` are given)."
     img, txt = _pair_check(img, txt)
     i2t = retrieval_at_k(img, txt, labels, labels, ks); t2i = retrieval_at_k(txt, img, labels, labels, ks)
     return {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}
 
 # %% ../nbs/22_gap.ipynb #89d83d3e
-def modality_separability(img, txt, test_frac: float = 0.3, seed: int = 0, C: float = 1.0) -> float:
+def modality_separability(img,                     # image embeddings [n, d]
+                          txt,                     # text embeddings [m, d] (each side is subsampled to min(n, m) rows)
+                          test_frac: float = 0.3,  # share of the rows held out to measure the accuracy
+                          seed: int = 0,           # seed of the subsampling and of the split
+                          C: float = 1.0,          # inverse L2-regularisation strength of the logistic regression
+                         ) -> float:
     "Held-out accuracy of a logistic regression predicting modality (image vs text); 0.5 = indistinguishable."
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -120,7 +146,12 @@ def modality_separability(img, txt, test_frac: float = 0.3, seed: int = 0, C: fl
     return float(LogisticRegression(C=C, max_iter=2000).fit(Xtr, ytr).score(Xte, yte))
 
 # %% ../nbs/22_gap.ipynb #75fc9376
-def gap_metrics(img, txt, labels=None, seed: int = 0, ks=(1, 5)) -> dict:
+def gap_metrics(img,            # image embeddings [n, d]
+                txt,            # text embeddings [n, d], row i paired with img[i]
+                labels=None,    # label per pair, for label-level R@k (None: pair-level)
+                seed: int = 0,  # seed of the separability probe
+                ks=(1, 5),      # the k of each R@k reported
+               ) -> dict:
     "Gap norm, mean paired cosine, cross-modal R@k and modality separability (NaN below 4 pairs) of one paired set."
     img, txt = _pair_check(img, txt)
     sep = modality_separability(img, txt, seed=seed) if len(img) >= 4 else float("nan")   # too few rows to split
@@ -128,8 +159,17 @@ def gap_metrics(img, txt, labels=None, seed: int = 0, ks=(1, 5)) -> dict:
             **cross_modal_retrieval(img, txt, labels, ks), "separability": sep,
             "text_norm": float(np.linalg.norm(txt, axis=1).mean())}
 
-def transfer_table(img, txt, mu_t, mu_i=None, labels=None, methods=None, texts_by_method: dict | None = None,
-                   image_mean=None, sigma2: float = 0.016, seed: int = 0) -> pd.DataFrame:
+def transfer_table(img,                                  # real image embeddings [n, d]
+                   txt,                                  # real text embeddings [n, d], row i paired with img[i]
+                   mu_t,                                 # the text mean [d] the transfers use
+                   mu_i=None,                            # the image mean [d] (None: no 'oracle' rows)
+                   labels=None,                          # label per pair, for label-level R@k (None: pair-level)
+                   methods=None,                         # transfer methods to tabulate (None: all `TRANSFER_METHODS`)
+                   texts_by_method: dict | None = None,  # method -> its transferred texts (None: `apply_transfer`)
+                   image_mean=None,                      # the mean for test-time centring (None: the images' own)
+                   sigma2: float = 0.016,                # noise variance of 'c3' and 'capdec'
+                   seed: int = 0,                        # seed of the transfer noise and of the separability probe
+                  ) -> pd.DataFrame:
     "One row per (transfer method, image side ∈ {raw, prepared}) with `gap_metrics`; texts from `texts_by_method` if given."
     rows = []
     for m in methods or list(TRANSFER_METHODS):

@@ -53,7 +53,10 @@ def _python_regex(pattern: str) -> re.Pattern:
     "An ECMA-262 schema `pattern` compiled for Python: a final `$` (end of input in ECMA) becomes `\\Z`."
     return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
 
-def _ecma_pattern(validator, pattern, instance, schema):
+def _ecma_pattern(validator,  # the running `QAValidator`
+                  pattern,    # the schema's `pattern` (an ECMA-262 regular expression)
+                  instance,   # the value being checked
+                  schema):    # the subschema holding `pattern` (unused)
     "The `pattern` keyword with ECMA-262 semantics (Python's `$` would also match before a final newline)."
     if validator.is_type(instance, "string") and not _python_regex(pattern).search(instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
@@ -142,7 +145,11 @@ def items_problem(items: list[dict], task_type: str) -> str | None:
         if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4: return "duplicate-options"
     return None
 
-def schema_problem(obj, task_type: str, min_items: int = 6, max_items: int = 8) -> str | None:
+def schema_problem(obj,                    # the decoded reply (any JSON value)
+                   task_type: str,         # 'mc', 'open' or 'reasoning'
+                   min_items: int = 6,     # fewest QA pairs the schema allows
+                   max_items: int = 8,     # most QA pairs the schema allows
+                  ) -> str | None:
     "'schema: <keyword> at [<path>]' for the first `QAValidator` error of `obj` (in document order), or None."
     errs = qa_validator(task_type, min_items, max_items).iter_errors(obj)
     err = min(errs, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path], default=None)
@@ -206,6 +213,34 @@ def qa_problem(caption_id: str, task_type: str, qa) -> str | None:
     return None
 
 # %% ../nbs/13_instructions.ipynb #cf3d4fc8
+def _ask(backend: LLMBackend,  # the LLM
+         batch: list[dict],    # the `{id, caption, task_type}` records still without valid QA pairs
+         s: Sampling,          # decoding settings of this attempt
+         constrained: bool,    # decode under each task type's JSON schema (else start the reply with REPLY_PREFIX)
+         min_items: int,       # fewest QA pairs per reply
+         max_items: int,       # most QA pairs per reply
+        ) -> list:
+    "One batched call, a schema per prompt: a reply per record of `batch` (None where the backend gave too few)."
+    types = [c["task_type"] for c in batch]
+    msgs = [qa_messages(c["caption"], t) for c, t in zip(batch, types)]
+    schemas = [qa_schema(t, min_items, max_items) for t in types] if constrained else None
+    replies = list(backend.generate(msgs, s, json_schema=schemas, reply_prefix="" if constrained else REPLY_PREFIX))
+    return replies + [None] * (len(batch) - len(replies))         # a missing reply is 'not-text'
+
+def _grade(r: dict,            # the caption's result so far (updated in place)
+           task_type: str,     # 'mc', 'open' or 'reasoning'
+           reply,              # the LLM's reply to it (None if missing)
+           min_items: int,     # fewest QA pairs per reply
+           max_items: int,     # most QA pairs per reply
+           min_distinct: int,  # fewer distinct questions: repeated-pairs
+          ) -> None:
+    "Count one more attempt in `r` and keep `reply`; mark `r` 'ok' with its QA pairs, or append why the reply failed."
+    r["attempts"] += 1; r["reply"] = storable(reply)
+    items, err = parse_reply(reply, task_type, min_items, max_items, min_distinct)
+    err = err or qa_problem(r["caption_id"], task_type, items)
+    if err: r["errors"].append(err)
+    else: r.update(status="ok", qa=items)
+
 def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` records
                 backend: LLMBackend,          # the LLM
                 sampling: Sampling,           # decoding settings of the first attempt
@@ -226,17 +261,9 @@ def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` recor
         if not todo: break
         s = sampling if attempt == 0 else Sampling(**{**sampling.__dict__, "temperature": retry_temperature,
                                                       "seed": sampling.seed + 7919 * attempt})
-        types = [captions[i]["task_type"] for i in todo]     # one batched call; a schema per prompt
-        replies = list(backend.generate([qa_messages(captions[i]["caption"], t) for i, t in zip(todo, types)], s,
-                                        json_schema=[qa_schema(t, min_items, max_items) for t in types] if constrained else None,
-                                        reply_prefix="" if constrained else REPLY_PREFIX))
-        replies += [None] * (len(todo) - len(replies))         # a missing reply is 'not-text'
-        for i, t, reply in zip(todo, types, replies):
-            r = res[i]; r["attempts"] += 1; r["reply"] = storable(reply)
-            items, err = parse_reply(reply, t, min_items, max_items, min_distinct)
-            err = err or qa_problem(r["caption_id"], t, items)
-            if err: r["errors"].append(err)
-            else: r.update(status="ok", qa=items)
+        replies = _ask(backend, [captions[i] for i in todo], s, constrained, min_items, max_items)
+        for i, reply in zip(todo, replies):
+            _grade(res[i], captions[i]["task_type"], reply, min_items, max_items, min_distinct)
         todo = [i for i in todo if res[i]["status"] is None]
     for i in todo: res[i]["status"] = "rejected"
     return res
@@ -248,7 +275,13 @@ class ScriptedBackend(LLMBackend):
     def __init__(self, script, forever=None):
         "Replies from `script` in order, then `forever` (if given) for every prompt after the script runs out."
         self.script, self.forever, self.calls, self.samplings = list(script), forever, [], []
-    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+    def generate(self,
+                 prompts,           # each a string (one user turn) or a list of {role, content} messages
+                 sampling=None,     # decoding settings (None: `Sampling()`, greedy)
+                 json_schema=None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix="",   # the start of every reply (prefilled, and included in the reply)
+                ):
+        "The next queued replies, one per prompt (the call and its sampling are recorded)."
         self.calls.append((len(prompts), json_schema is not None)); self.samplings.append(sampling)
         return [self.script.pop(0) if self.script or self.forever is None else self.forever for _ in prompts]
 
@@ -345,6 +378,35 @@ def recheck(r: dict) -> dict:
     if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"))): return r
     return {**r, "status": "rejected", "qa": None, "errors": [*r.get("errors", []), why]}
 
+def _qa_items(captions: list[dict], cfg: InstructionsConfig) -> list[dict]:
+    "The `{id, caption, task_type}` records Stage 2 asks about: task types split between `captions` by `cfg`'s mix."
+    types = assign_task_types([c["id"] for c in captions],
+                              {"mc": cfg.mc_frac, "open": cfg.open_frac, "reasoning": cfg.reasoning_frac}, cfg.seed)
+    return [{"id": c["id"], "caption": c["caption"], "task_type": types[c["id"]]} for c in captions]
+
+def _write_qa(out: Path, res: list[dict]) -> tuple[list[dict], list[dict]]:
+    "Write the valid results of `res` as `out/llava.json`, the others as `out/rejected.jsonl`; returns both lists."
+    ok = [r for r in res if r["status"] == "ok"]
+    llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
+    check_llava(llava)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "llava.json", llava)
+    rejected = [r for r in res if r["status"] != "ok"]
+    # json.dumps writes ASCII: a reply's U+2028 cannot split a line
+    atomic_write_bytes(out / "rejected.jsonl", "".join(json.dumps(r) + "\n" for r in rejected).encode())
+    return ok, rejected
+
+def _by_type(res: list[dict]) -> dict:
+    "Per task type in `res`: captions, valid at the first try, valid after retries, QA pairs."
+    by_type = {}
+    for t in TASK_TYPES:
+        rt = [r for r in res if r["task_type"] == t]
+        if rt: by_type[t] = {"captions": len(rt),
+                             "valid_first_try": sum(r["status"] == "ok" and r["attempts"] == 1 for r in rt),
+                             "valid_after_retries": sum(r["status"] == "ok" for r in rt),
+                             "qa_pairs": sum(len(r["qa"]) for r in rt if r["qa"])}
+    return by_type
+
 def run_instructions(captions: list[dict],   # caption records (`id`, `caption`)
                      backend: LLMBackend,    # the LLM
                      cfg: InstructionsConfig,  # Stage 2 settings
@@ -354,33 +416,18 @@ def run_instructions(captions: list[dict],   # caption records (`id`, `caption`)
     "Stage 2 over caption records into run folder `root`; returns the statistics."
     from unicorn.captions import sampling_for
     root = Path(root)
-    types = assign_task_types([c["id"] for c in captions],
-                              {"mc": cfg.mc_frac, "open": cfg.open_frac, "reasoning": cfg.reasoning_frac}, cfg.seed)
-    items = [{"id": c["id"], "caption": c["caption"], "task_type": types[c["id"]]} for c in captions]
+    items = _qa_items(captions, cfg)
     raw_store = JsonlShards(root / "instructions_raw")
     shard_info = map_shards(items, lambda chunk: generate_qa(chunk, backend, sampling_for(cfg), cfg.max_retries,
                                                              cfg.constrained, cfg.retry_temperature, cfg.min_pairs,
                                                              cfg.max_pairs, cfg.min_distinct),
                             raw_store, cfg.shard_size, desc="stage 2 instructions", progress=progress)
     res = [recheck(r) for r in raw_store]
-    ok = [r for r in res if r["status"] == "ok"]
-    llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
-    check_llava(llava)
-    (root / "instructions").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "instructions" / "llava.json", llava)
-    rejected = [r for r in res if r["status"] != "ok"]
-    atomic_write_bytes(root / "instructions" / "rejected.jsonl",
-                       "".join(json.dumps(r) + "\n" for r in rejected).encode())   # ASCII: a reply's U+2028 cannot split a line
-    by_type = {}
-    for t in TASK_TYPES:
-        rt = [r for r in res if r["task_type"] == t]
-        if rt: by_type[t] = {"captions": len(rt), "valid_first_try": sum(r["status"] == "ok" and r["attempts"] == 1 for r in rt),
-                             "valid_after_retries": sum(r["status"] == "ok" for r in rt),
-                             "qa_pairs": sum(len(r["qa"]) for r in rt if r["qa"])}
+    ok, rejected = _write_qa(root / "instructions", res)
     stats = {"captions": len(res), "valid_first_try": sum(r["status"] == "ok" and r["attempts"] == 1 for r in res),
              "valid": len(ok), "rejected": len(rejected), "qa_pairs": sum(len(r["qa"]) for r in ok),
              "attempts": sum(r["attempts"] for r in res), "constrained": cfg.constrained,
-             "errors": dict(Counter(e.split(" at ")[0] for r in res for e in r["errors"])), "by_type": by_type,
+             "errors": dict(Counter(e.split(" at ")[0] for r in res for e in r["errors"])), "by_type": _by_type(res),
              "faithfulness": faithfulness(res, {c["id"]: c["caption"] for c in captions}), "shards": shard_info}
     atomic_write_json(root / "instructions" / "stats.json", stats)
     return stats

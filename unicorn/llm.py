@@ -43,8 +43,13 @@ def schemas_for(json_schema, n: int) -> list:
 class LLMBackend:
     "Base class: `generate(prompts, sampling, json_schema=None, reply_prefix='') -> list[str]`."
     name = "base"
-    def generate(self, prompts: Sequence, sampling: Sampling | None = None, json_schema: dict | None = None,
-                 reply_prefix: str = "") -> list[str]:
+    def generate(self,
+                 prompts: Sequence,                # each a string (one user turn) or a list of {role, content} messages
+                 sampling: Sampling | None = None, # decoding settings (None: `Sampling()`, greedy)
+                 json_schema: dict | None = None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix: str = "",           # the start of every reply (prefilled, and included in the reply)
+                ) -> list[str]:
+        "One reply per prompt, in order."
         raise NotImplementedError
 
 # %% ../nbs/11_llm.ipynb #bc942417
@@ -77,7 +82,11 @@ def _growing_layer():
     class GrowingLayer(DynamicLayer):
         "A `DynamicLayer` that appends into a preallocated buffer (doubled when full) instead of `torch.cat` per step."
         def __init__(self, capacity: int = 0): super().__init__(); self.capacity, self._k, self._n = capacity, None, 0
-        def update(self, key_states, value_states, *args, **kwargs):
+        def update(self,
+                   key_states,    # this step's keys, (batch, heads, new tokens, head dim)
+                   value_states,  # this step's values, the same shape
+                   *args,         # what transformers passes besides (unused)
+                   **kwargs):     # what transformers passes besides, e.g. `cache_kwargs` (unused)
             if not self.is_initialized: self.lazy_initialization(key_states, value_states); self._k, self._n = None, 0
             n, m = self._n, key_states.shape[-2]
             if self._k is None or n + m > self._k.shape[-2]:
@@ -154,7 +163,12 @@ class TransformersBackend(LLMBackend):
             self._grammars[key] = self._compiler.compile_json_schema(json.dumps(json_schema), any_whitespace=False)
         return self._grammars[key]
 
-    def _generate_batch(self, texts: list[str], s: Sampling, schemas: list, reply_prefix: str = "") -> list[str]:
+    def _generate_batch(self,
+                        texts: list[str],       # rendered prompts (chat template applied): one batch
+                        s: Sampling,            # decoding settings
+                        schemas: list,          # one JSON schema (or None) per text: all or none of them
+                        reply_prefix: str = "", # the start of every reply, already at the end of each text
+                       ) -> list[str]:
         import torch
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         kw = dict(max_new_tokens=s.max_new_tokens, pad_token_id=self.tok.pad_token_id,
@@ -174,7 +188,12 @@ class TransformersBackend(LLMBackend):
         self.stats["new_tokens"] += int((new != self.tok.pad_token_id).sum())
         return self.tok.batch_decode(new, skip_special_tokens=True)
 
-    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+    def generate(self,
+                 prompts,           # each a string (one user turn) or a list of {role, content} messages
+                 sampling=None,     # decoding settings (None: `Sampling()`, greedy)
+                 json_schema=None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix="",   # the start of every reply (prefilled, and included in the reply)
+                ):
         "One reply per prompt, in order (`reply_prefix` included at the start of each reply)."
         import torch
         s = sampling or Sampling()
@@ -198,8 +217,11 @@ class TransformersBackend(LLMBackend):
         return out
 
 # %% ../nbs/11_llm.ipynb #55e6b4bd
-def vllm_request(prompts: Sequence, sampling: Sampling | None = None, json_schema: dict | None = None,
-                 reply_prefix: str = "") -> dict:
+def vllm_request(prompts: Sequence,                # each a string (one user turn) or a list of {role, content} messages
+                 sampling: Sampling | None = None, # decoding settings (None: `Sampling()`, greedy)
+                 json_schema: dict | None = None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix: str = "",           # the start of every reply (sent as an assistant message to continue)
+                ) -> dict:
     "The plain-data request for vLLM: `messages` per prompt, `sampling` kwargs, `structured_outputs`, chat kwargs."
     s = sampling or Sampling()
     msgs = [as_messages(p) + ([{"role": "assistant", "content": reply_prefix}] if reply_prefix else []) for p in prompts]
@@ -210,8 +232,14 @@ def vllm_request(prompts: Sequence, sampling: Sampling | None = None, json_schem
     return {"messages": msgs, "sampling": sp, "structured_outputs": so if isinstance(json_schema, (list, tuple)) else so[0] if so else None,
             "chat": chat}
 
-def vllm_engine_kwargs(model: str, tensor_parallel_size: int = 1, dtype: str = "auto", max_model_len: int | None = None,
-                       gpu_memory_utilization: float = 0.9, seed: int = 0, **extra) -> dict:
+def vllm_engine_kwargs(model: str,                          # a Hugging Face model id or a local model folder
+                       tensor_parallel_size: int = 1,       # GPUs the model is split over (>= 1)
+                       dtype: str = "auto",                 # weight dtype ('auto': the checkpoint's)
+                       max_model_len: int | None = None,    # prompt + reply tokens at most (None or 0: the model's own)
+                       gpu_memory_utilization: float = 0.9, # share of each GPU's memory vLLM may take (0-1)
+                       seed: int = 0,                       # the engine's random seed
+                       **extra                              # any other `vllm.LLM` keyword argument, passed on as is
+                      ) -> dict:
     "Keyword arguments for `vllm.LLM(...)` (checked: tensor_parallel_size >= 1)."
     if tensor_parallel_size < 1: raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
     kw = dict(model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
@@ -233,7 +261,12 @@ class VLLMBackend(LLMBackend):
                 raise ImportError("the 'vllm' backend needs vLLM on a GPU machine: `pip install vllm`") from e
             self._llm = LLM(**self.engine_kw)
         return self._llm
-    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+    def generate(self,
+                 prompts,           # each a string (one user turn) or a list of {role, content} messages
+                 sampling=None,     # decoding settings (None: `Sampling()`, greedy)
+                 json_schema=None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix="",   # the start of every reply (prefilled, and included in the reply)
+                ):
         "One reply per prompt, in order."
         llm = self.llm
         from vllm import SamplingParams
@@ -297,8 +330,12 @@ def _before(deadline: float, fn, *args):
     threading.Thread(target=run, daemon=True).start()
     return fut.result(timeout=max(0.0, deadline - time.monotonic()))
 
-def openai_chat_body(model: str, prompt, sampling: Sampling | None = None, json_schema: dict | None = None,
-                     reply_prefix: str = "") -> dict:
+def openai_chat_body(model: str,                       # the model name the server knows
+                     prompt,                           # a string (one user turn) or a list of {role, content} messages
+                     sampling: Sampling | None = None, # decoding settings (None: `Sampling()`, greedy)
+                     json_schema: dict | None = None,  # the reply's JSON schema (sent as a strict `response_format`)
+                     reply_prefix: str = "",           # the reply's start (sent as an assistant message to continue)
+                    ) -> dict:
     "The JSON body of one OpenAI chat-completions request."
     s = sampling or Sampling()
     msgs = as_messages(prompt) + ([{"role": "assistant", "content": reply_prefix}] if reply_prefix else [])
@@ -362,7 +399,12 @@ class OpenAIBackend(LLMBackend):
         with self._lock: self.stats["failed"] += 1
         raise LLMRequestError(f"prompt {i}: failed after {self.max_retries + 1} attempts ({last})")
 
-    def generate(self, prompts, sampling=None, json_schema=None, reply_prefix=""):
+    def generate(self,
+                 prompts,           # each a string (one user turn) or a list of {role, content} messages
+                 sampling=None,     # decoding settings (None: `Sampling()`, greedy)
+                 json_schema=None,  # replies follow this JSON schema; a list: one (or None) per prompt
+                 reply_prefix="",   # the start of every reply (prefilled, and included in the reply)
+                ):
         "One reply per prompt, in order; after trying all, raises `LLMRequestError` naming each prompt that failed."
         import httpx
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -13,7 +13,8 @@ from .runs import RunFolder, resolve_root
 
 # %% auto #0
 __all__ = ['STEPS', 'SCALES', 'KEPT_MIME', 'Step', 'repo_root', 'select_steps', 'step_params', 'eta_s', 'timing_summary',
-           'run_pipeline', 'save_figure', 'assigned_names', 'check_parameters', 'kept_outputs', 'carry_outputs', 'main']
+           'run_pipeline', 'save_figure', 'assigned_names', 'check_parameters', 'kept_outputs', 'carry_outputs',
+           'readme_to_index', 'index_text', 'main']
 
 # %% ../nbs/04_pipeline.ipynb #38e1fb85
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ STEPS: list[Step] = [
     Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 96}, est_s=15),
     Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
     Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
-         demo={"n_captions": 2, "n_compare": 1}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
+         demo={"n_captions": 2, "n_compare": 0}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
     # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
@@ -96,12 +97,38 @@ def timing_summary(run: RunFolder, steps: list[Step]) -> str:
     return "\n".join(lines + [f"{'total':<{w}}  {'':>7}  {sum(r[2] for r in rows):7.1f} s  ({sum(r[2] for r in rows) / 60:.1f} min)"])
 
 # %% ../nbs/04_pipeline.ipynb #8fd399c0
-def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale: str = "demo",
-                 only: list[str] | None = None, kernel: str = "python3", log_output: bool = False,
-                 keep_outputs: bool = False) -> RunFolder:
-    """Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder.
-    `keep_outputs`: copy each executed notebook's outputs into its source in `nbs/` (see `carry_outputs`)."""
+def _execute_step(run: RunFolder,   # the run folder whose manifest records the step as `notebook:<name>`
+                  step: Step,       # the notebook to execute
+                  params: dict,     # its papermill parameters
+                  root: Path,       # the repository root (the notebook is `nbs/<name>`, run in `nbs/`)
+                  out_dir: Path,    # where the executed copy is written
+                  kernel: str,      # the Jupyter kernel
+                  log_output: bool, # echo the notebook's outputs while it runs
+                 ) -> None:
+    "Run `step`'s notebook with papermill, its manifest stage marked running, then done or failed (re-raised)."
     import papermill as pm
+    t0 = time.time()
+    run.update_stage(f"notebook:{step.notebook}", status="running", params=params)
+    try:
+        pm.execute_notebook(str(root / "nbs" / step.notebook), str(out_dir / step.notebook), parameters=params,
+                            kernel_name=kernel, language="python", cwd=str(root / "nbs"), log_output=log_output,
+                            progress_bar=False)
+    except Exception as e:
+        run.update_stage(f"notebook:{step.notebook}", status="failed", wall_s=round(time.time() - t0, 1),
+                         error=str(e)[-2000:])
+        raise
+    run.update_stage(f"notebook:{step.notebook}", status="done", wall_s=round(time.time() - t0, 1))
+
+def run_pipeline(profile: str = "mini",              # the profile every notebook runs under: 'mini' or 'paper'
+                 run_dir: str | Path = "runs/mini",  # the run folder (a relative one: against the repo root, see `resolve_root`)
+                 scale: str = "demo",                # steps and overrides: 'demo', 'full' or 'smoke' (tests)
+                 only: list[str] | None = None,      # only steps whose notebook starts with one of these (None: all)
+                 kernel: str = "python3",            # the Jupyter kernel papermill runs the notebooks in
+                 log_output: bool = False,           # echo the notebooks' outputs while they run
+                 keep_outputs: bool = False,         # copy executed outputs into the `nbs/` sources (`carry_outputs`)
+                ) -> RunFolder:
+    "Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder."
+    import papermill                                 # a missing papermill fails here, before the run folder is touched
     check_profile(profile)
     root = repo_root(); run_dir = resolve_root(run_dir)
     run = RunFolder(run_dir, profile=profile)
@@ -113,15 +140,7 @@ def run_pipeline(profile: str = "mini", run_dir: str | Path = "runs/mini", scale
         el = time.time() - t_start
         print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {el / 60:.1f} min, "
               f"about {eta_s(steps[i:], run) / 60:.1f} min left  {step_params(step, scale)}", flush=True)
-        t0 = time.time()
-        run.update_stage(f"notebook:{step.notebook}", status="running", params=params)
-        try:
-            pm.execute_notebook(str(root / "nbs" / step.notebook), str(out_dir / step.notebook), parameters=params,
-                                kernel_name=kernel, language="python", cwd=str(root / "nbs"), log_output=log_output, progress_bar=False)
-        except Exception as e:
-            run.update_stage(f"notebook:{step.notebook}", status="failed", wall_s=round(time.time() - t0, 1), error=str(e)[-2000:])
-            raise
-        run.update_stage(f"notebook:{step.notebook}", status="done", wall_s=round(time.time() - t0, 1))
+        _execute_step(run, step, params, root, out_dir, kernel, log_output)
         if keep_outputs: carry_outputs(out_dir / step.notebook, root / "nbs" / step.notebook)
     summary = timing_summary(run, steps)
     run.update_stage("timing", scale=scale, wall_s=round(time.time() - t_start, 1),
@@ -190,6 +209,20 @@ def carry_outputs(executed: str | Path, source: str | Path) -> int:
         if c.cell_type == "code": c["outputs"] = kept_outputs(ran[c.id].get("outputs", [])) if c.get("id") in ran else []
     write_nb(nb, source); nbdev_clean(fname=str(source))
     return sum(bool(c.get("outputs")) for c in nb.cells)
+
+# %% ../nbs/04_pipeline.ipynb #5d4855cf
+def readme_to_index(readme: str | Path | None = None, index: str | Path | None = None) -> Path:
+    "Write the README's text as the single markdown cell of `nbs/index.ipynb` (figure paths relative to `nbs/`)."
+    from execnb.nbio import new_nb, mk_cell, write_nb
+    root = repo_root(); readme, index = Path(readme or root / "README.md"), Path(index or root / "nbs" / "index.ipynb")
+    nb = new_nb([mk_cell(index_text(readme.read_text()), cell_type="markdown")])
+    nb["metadata"] = {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}}
+    write_nb(nb, index)
+    return index
+
+def index_text(readme_text: str) -> str:
+    "The README's text as the front-page notebook shows it: links into the repo made relative to `nbs/`."
+    return readme_text.replace("](figures/", "](../figures/").replace("](papers/", "](../papers/").rstrip("\n")
 
 # %% ../nbs/04_pipeline.ipynb #cbea7dd9
 def main(argv: list[str] | None = None) -> None:

@@ -76,7 +76,11 @@ def batch_cache(cache: PrefixCache, prefixes: list[tuple]) -> tuple:
     return DynamicCache(layers), mask, lens
 
 # %% ../nbs/31a_prefix_cache.ipynb #b681a793
-def collate_split(samples: list[SplitSample], cache: PrefixCache | None, pad_id: int, image_emb=None) -> dict:
+def collate_split(samples: list[SplitSample],     # tokenised samples cut at their `<image>` (`split_at_image`)
+                  cache: PrefixCache | None,      # keys/values of the prefixes (None: the samples must have no prefix)
+                  pad_id: int,                    # token id that right-pads the suffixes
+                  image_emb=None                  # one image embedding per sample [B, d] (None: no image)
+                 ) -> dict:
     """Keyword arguments for `UnicornVLM.forward` on a batch of split samples: right-padded suffixes (`input_ids`,
     `labels`), the cached prefixes (`past_key_values`), the joint `attention_mask` and each row's `position_ids`."""
     if cache is None and any(s.prefix for s in samples): raise ValueError("samples have prefixes but no PrefixCache was given")

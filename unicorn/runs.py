@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_runs.ipynb #79c50314
 from __future__ import annotations
-import contextlib, datetime, fcntl, hashlib, importlib.metadata as md, json, os, platform, re, resource, subprocess, sys, tempfile, time
+import contextlib, datetime, fcntl, hashlib, importlib.metadata as md, json, os, platform, re, resource, shutil, subprocess, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -260,15 +260,31 @@ class RunFolder:
                                      + ", or use another run folder.")
         return new
 
+    def remove(self, paths: Sequence) -> list[Path]:
+        "Delete `paths` (files or folders, which must lie inside the run folder); returns those that existed."
+        gone = []
+        for p in map(Path, paths):
+            p = p if p.is_absolute() else self.root / p
+            if not p.resolve().is_relative_to(self.root.resolve()) or p.resolve() == self.root.resolve():
+                raise ValueError(f"{p} is not inside the run folder {self.root}: refusing to delete it")
+            if p.is_dir(): shutil.rmtree(p); gone.append(p)
+            elif p.exists(): p.unlink(); gone.append(p)
+        return gone
+
     @contextlib.contextmanager
-    def run_stage(self, name: str, params: dict | None = None, force: bool = False):
+    def run_stage(self,
+                  name: str,                  # the stage's key in the manifest
+                  params: dict | None = None, # the settings that shape its outputs (compared on resume)
+                  force: bool = False,        # run it even if it finished, or was interrupted with other settings
+                  clears: Sequence = ()):     # what the stage writes (paths in the run folder): removed first when forced
         """Context manager for one stage: yields a dict `info` to fill with `records` counts and `outputs` (paths);
         records status, wall time, peak memory and checksums. Yields None (and does nothing) if already done.
         A stage that finished or was interrupted with other `params` raises `StageSettingsError` (resuming would mix
-        old and new outputs); `force=True` starts it afresh, and then clearing its old outputs is the caller's job."""
+        old and new outputs); `force=True` starts it afresh after removing `clears`, so no old shard is resumed."""
         new = _as_json(params or {}) if force else self._check_settings(name, params)
         if self.is_done(name) and not force:
             print(f"stage {name!r} already done in {self.root} (force=True to rerun)"); yield None; return
+        if force: self.remove(clears)
         info: dict = {"records": {}, "outputs": []}
         self.update_stage(name, status="running", started=_now(), params=new)
         t0 = time.time()
@@ -292,8 +308,13 @@ def _as_json(params: dict) -> dict:
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 # %% ../nbs/01_runs.ipynb #1791c335
-def map_shards(items: Sequence, fn: Callable[[list], Any], store, shard_size: int, desc: str = "shards",
-               progress: bool = True) -> dict:
+def map_shards(items: Sequence,              # what to process (sliced into chunks of `shard_size`)
+               fn: Callable[[list], Any],    # one chunk (a list of items) -> what `store.write` takes as a shard
+               store,                        # the shard store (`JsonlShards`, `EmbeddingShards`): shard k holds chunk k
+               shard_size: int,              # items per shard (> 0); keep it the same when resuming
+               desc: str = "shards",         # the progress bar's label
+               progress: bool = True,        # show a progress bar
+              ) -> dict:
     "Apply `fn` to each `shard_size` chunk of `items` whose shard is missing from `store`; returns counts."
     if shard_size <= 0: raise ValueError(f"shard_size must be > 0, got {shard_size}")
     clean_orphan_tmp(store.root, recursive=False)      # what a writer killed mid-shard left behind

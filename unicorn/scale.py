@@ -23,19 +23,29 @@ class _ActorWrap:
     def __init__(self, factory): self.fn = _wrap(factory())
     def __call__(self, batch: dict) -> dict: return self.fn(batch)
 
-def ray_map_batches(items: list[dict], fn: Callable[[list[dict]], list[dict]], batch_size: int,
-                    num_cpus: int | None = None, concurrency: int | None = None, factory: bool = False) -> list[dict]:
-    """Apply `fn` (records → records) to `batch_size` batches of `items` with Ray Data; the outputs, in order.
-    With `factory=True`, `fn` is a zero-argument factory returning the batch function, built once per Ray actor."""
+def _ray_start(num_cpus: int | None):
+    "Start Ray unless it is running; a start-up that timed out is retried once."
     import ray
-    if batch_size <= 0: raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    if not items: return []
     for attempt in range(2):              # a loaded machine can miss Ray's fixed 30 s start-up window once
         if ray.is_initialized(): break
         try: ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except Exception as e:
             if attempt or "timed out during startup" not in str(e): raise
             ray.shutdown()
+
+def ray_map_batches(items: list[dict],                       # JSON-serialisable records
+                    fn: Callable[[list[dict]], list[dict]],  # records -> records of one batch (a factory if `factory`)
+                    batch_size: int,                         # records per batch (> 0)
+                    num_cpus: int | None = None,             # CPUs for Ray if it is not running yet (None: all of them)
+                    concurrency: int | None = None,          # Ray actors if `factory` (None: 1)
+                    factory: bool = False,                   # `fn()` builds the batch function once per actor
+                   ) -> list[dict]:
+    """Apply `fn` (records → records) to `batch_size` batches of `items` with Ray Data; the outputs, in order.
+    With `factory=True`, `fn` is a zero-argument factory returning the batch function, built once per Ray actor."""
+    import ray
+    if batch_size <= 0: raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if not items: return []
+    _ray_start(num_cpus)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False

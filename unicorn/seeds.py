@@ -146,8 +146,11 @@ DEFAULT_TEMPLATES = ("a photo of a {label}, a type of {domain}.",
                      "a close-up picture of a {label}.",
                      "a simple drawing of a {label} on a plain background.")
 
-def domain_seeds(labels: Iterable[str], domain: str, templates: Iterable[str] = DEFAULT_TEMPLATES,
-                 id_prefix: str | None = None) -> list[dict]:
+def domain_seeds(labels: Iterable[str],                         # the domain's class names
+                 domain: str,                                   # the domain's name, e.g. "bird" (kept on every record)
+                 templates: Iterable[str] = DEFAULT_TEMPLATES,  # format strings with `{label}` (and `{domain}`)
+                 id_prefix: str | None = None,                  # the start of every record id (None: `dom-{domain}`)
+                ) -> list[dict]:
     "Domain-specific seed records: every label in every template, with `domain` and `label` kept."
     out, prefix = [], id_prefix or f"dom-{domain.replace(' ', '_')}"
     for li, label in enumerate(labels):

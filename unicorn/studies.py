@@ -81,7 +81,12 @@ def reading(table: pd.DataFrame, label: str = "method", ref_name: str = "the ref
     return "\n".join(out)
 
 # %% ../nbs/34_studies.ipynb #6668fe72
-def plot_intervals(table: pd.DataFrame, ax, label: str = "method", chance: float | None = None, colors: dict | None = None):
+def plot_intervals(table: pd.DataFrame,           # an `interval_table`: one bar per row
+                   ax,                            # the matplotlib axes to draw on (returned)
+                   label: str = "method",         # the column that names the bars
+                   chance: float | None = None,   # accuracy of guessing, drawn as a dotted line (None: no line)
+                   colors: dict | None = None     # bar colour per value of `label` (default: blue)
+                  ):
     "Bar chart of `table`'s accuracies with their 95 % intervals as error bars (and a dashed chance line)."
     x = np.arange(len(table))
     err = np.vstack([table.accuracy - table.ci_low, table.ci_high - table.accuracy])

@@ -43,9 +43,19 @@ class FlowPrior(nn.Module):
 # %% ../nbs/41_synth2.ipynb #5c512063
 def _as_t(x) -> torch.Tensor: return torch.as_tensor(np.asarray(x, np.float32))
 
-def train_flow_prior(cond, target, hidden: int = 256, n_layers: int = 2, train_steps: int = 1500, batch_size: int = 128,
-                     lr: float = 1e-3, cond_drop_prob: float = 0.1, seed: int = 0, log_every: int = 100,
-                     progress: bool = False, num_threads: int = 0) -> tuple[FlowPrior, list[float]]:
+def train_flow_prior(cond,                         # condition (text) embeddings [n, c]
+                     target,                       # target (image) embeddings [n, d], row i paired with cond[i]
+                     hidden: int = 256,            # MLP width
+                     n_layers: int = 2,            # residual blocks
+                     train_steps: int = 1500,      # optimiser steps
+                     batch_size: int = 128,        # pairs per step (at most n)
+                     lr: float = 1e-3,             # peak learning rate of the one-cycle schedule
+                     cond_drop_prob: float = 0.1,  # share of conditions replaced by the learned null (for guidance)
+                     seed: int = 0,                # seed of the initialisation, the batches and the noise
+                     log_every: int = 100,         # steps per logged mean loss
+                     progress: bool = False,       # print each logged loss
+                     num_threads: int = 0,         # torch threads while training (0: leave as is)
+                    ) -> tuple[FlowPrior, list[float]]:
     "Train a `FlowPrior` on pairs (`cond[i]` text embedding → `target[i]` image embedding); returns (model, losses)."
     old = torch.get_num_threads()
     if num_threads: torch.set_num_threads(num_threads)
@@ -82,8 +92,13 @@ def _train_flow_prior(cond, target, hidden, n_layers, train_steps, batch_size, l
     return model.eval(), losses
 
 @torch.no_grad()
-def sample_flow_prior(model: FlowPrior, cond, sample_steps: int = 20, guidance: float = 1.0, seed: int = 0,
-                      batch_size: int = 1024) -> np.ndarray:
+def sample_flow_prior(model: FlowPrior,        # a trained `FlowPrior`
+                      cond,                    # condition embeddings [n, model.cond_dim]
+                      sample_steps: int = 20,  # Euler steps from noise to sample
+                      guidance: float = 1.0,   # classifier-free guidance scale (1: plain conditional sampling)
+                      seed: int = 0,           # seed of the starting noise
+                      batch_size: int = 1024,  # rows sampled at once
+                     ) -> np.ndarray:
     "Sample one L2-normalised image embedding per row of `cond` (Euler integration of the learned flow)."
     c = _as_t(cond)
     if c.ndim != 2 or c.shape[1] != model.cond_dim: raise ValueError(f"cond must be [n, {model.cond_dim}], got {tuple(c.shape)}")
@@ -111,7 +126,13 @@ def gap_norm(s, v) -> float:
     "Mind-the-Gap norm between two sets, ‖mean(Norm(v)) − mean(Norm(s))‖ (Stage 3's `gap_vector`)."
     return float(np.linalg.norm(gap_vector(v, s)))
 
-def retrieval_scores(s, gallery, src_idx, gallery_labels=None, src_labels=None, k: int = 10) -> dict:
+def retrieval_scores(s,                    # synthetic image embeddings [n, d]
+                     gallery,              # real image embeddings [m, d]
+                     src_idx,              # for each row of `s`, the gallery row of its source image
+                     gallery_labels=None,  # label per gallery row (None: no label accuracy)
+                     src_labels=None,      # label per row of `s` (needed with `gallery_labels`)
+                     k: int = 10,          # the k of R@k
+                    ) -> dict:
     "R@k of each row's source image `src_idx[i]` in `gallery` (cosine), and label accuracy@1 if labels are given."
     sim = _unit(s) @ _unit(gallery).T
     src_idx = np.asarray(src_idx)
@@ -123,8 +144,13 @@ def retrieval_scores(s, gallery, src_idx, gallery_labels=None, src_labels=None, 
     return out
 
 # %% ../nbs/41_synth2.ipynb #b9dc7d0b
-def gap_report(synth: dict[str, np.ndarray], real: dict[str, np.ndarray], src_idx=None, gallery_labels=None,
-               src_labels=None, seed: int = 0) -> list[dict]:
+def gap_report(synth: dict[str, np.ndarray],  # method -> synthetic image embeddings [n, d]
+               real: dict[str, np.ndarray],   # method -> the real image embeddings as that method's VLM sees them
+               src_idx=None,                  # per synthetic row, its source's real row (None: no paired metrics)
+               gallery_labels=None,           # label per real row (None: no label accuracy)
+               src_labels=None,               # label per synthetic row (needed with `gallery_labels`)
+               seed: int = 0,                 # seed of the separability probe
+              ) -> list[dict]:
     "One row of gap metrics per method: `synth[m]` is compared with `real[m]` (the real images as method m's VLM sees them)."
     rows = []
     for m, s in synth.items():
@@ -168,8 +194,12 @@ def concept_entropy(hist: dict[str, int], exclude=("none",)) -> dict:
     return {"entropy_bits": H, "max_bits": math.log2(k) if k > 1 else 0.0, "normalized": H / math.log2(k) if k > 1 else 1.0}
 
 # %% ../nbs/41_synth2.ipynb #283ec5a7
-def balanced_subset(records: Sequence[dict], axes: dict[str, Sequence[str]], n: int, text_key: str = "caption",
-                    seed: int = 0) -> list[dict]:
+def balanced_subset(records: Sequence[dict],         # caption records
+                    axes: dict[str, Sequence[str]],  # axis -> its concept words, e.g. {"colour": [...], "shape": [...]}
+                    n: int,                          # pick at most this many records
+                    text_key: str = "caption",       # the record field that holds the text
+                    seed: int = 0,                   # seed of the shuffle within each concept combination
+                   ) -> list[dict]:
     "Pick up to `n` records round-robin over the concept combinations their text mentions (rarest first), to balance them."
     rng = np.random.default_rng(seed); bins: dict = {}
     for r in records:
@@ -214,8 +244,15 @@ PRESETS = {"mini": Synth2Config(),
                                  n_balanced=100_000, n_generate=0)}
 
 # %% ../nbs/41_synth2.ipynb #5415b016
-def generate_shards(model: FlowPrior, src, dst, sample_steps: int = 20, guidance: float = 1.0, seed: int = 0,
-                    shard_size: int = 1024, progress: bool = True) -> dict:
+def generate_shards(model: FlowPrior,        # a trained `FlowPrior`
+                    src,                     # `EmbeddingShards` of the condition (text) embeddings
+                    dst,                     # `EmbeddingShards` the samples go to, under `src`'s ids
+                    sample_steps: int = 20,  # Euler steps per sample
+                    guidance: float = 1.0,   # classifier-free guidance scale
+                    seed: int = 0,           # base seed: shard k samples with seed `seed * 100_003 + k`
+                    shard_size: int = 1024,  # rows per shard (the unit of resuming)
+                    progress: bool = True,   # show a progress bar
+                   ) -> dict:
     "Sample one image embedding per row of the EmbeddingShards `src` into `dst` (same ids), resumable shard by shard."
     from unicorn.runs import map_shards
     allx = src.load_all()

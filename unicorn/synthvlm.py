@@ -44,8 +44,11 @@ def parse_yes_no(reply: str) -> str | None:
     m = re.match(r"\W*(yes|no)\b", reply.strip().lower())
     return m.group(1) if m else None
 
-def llm_judge(captions: Sequence[str], generate: Callable[[list[str]], list[str]], template: str = JUDGE_TEMPLATE,
-              batch_size: int = 8) -> list[tuple[str | None, str]]:
+def llm_judge(captions: Sequence[str],                     # the captions to judge
+              generate: Callable[[list[str]], list[str]],  # prompts -> replies, e.g. `llm_generate_fn()`
+              template: str = JUDGE_TEMPLATE,              # the question, with a `{caption}` slot
+              batch_size: int = 8,                         # prompts per `generate` call
+             ) -> list[tuple[str | None, str]]:
     "Ask `generate` (prompts -> replies) the yes/no quality question for each caption; returns (verdict, reply) pairs."
     out = []
     for s in range(0, len(captions), batch_size):
@@ -62,7 +65,11 @@ def backend_generate_fn(backend, max_new_tokens: int = 32) -> Callable[[list[str
     s = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     return lambda prompts: [r.strip() for r in backend.generate(list(prompts), s)]
 
-def llm_generate_fn(name: str = "transformers", model: str = "smollm2", max_new_tokens: int = 32, **kw):
+def llm_generate_fn(name: str = "transformers",  # a `unicorn.llm` backend: 'transformers', 'vllm' or 'openai'
+                    model: str = "smollm2",      # the model that backend loads: a packaged name, folder or hub id
+                    max_new_tokens: int = 32,    # the longest reply, in tokens
+                    **kw,                        # further arguments of `get_backend`
+                   ):
     "`backend_generate_fn` over `unicorn.llm.get_backend(name, model, **kw)`."
     from unicorn.llm import get_backend
     return backend_generate_fn(get_backend(name, model, **kw), max_new_tokens)
@@ -72,32 +79,48 @@ def smollm2_generate_fn(max_new_tokens: int = 32, **kw) -> Callable[[list[str]],
     return llm_generate_fn("transformers", "smollm2", max_new_tokens, **kw)
 
 # %% ../nbs/40_synthvlm.ipynb #9940767d
-def curate_captions(records: Sequence[dict], min_words: int = 5, max_words: int = 300, min_alnum: float = 0.75,
-                    max_repeat: float = 0.2, text_image_cos: dict | None = None, min_text_image_cos: float | None = None,
-                    judge: Callable[[list[str]], list[str]] | None = None, judge_template: str = JUDGE_TEMPLATE,
-                    text_key: str = "caption") -> tuple[list[dict], list[dict], dict]:
+def _text_problem(t: str, min_words: int, max_words: int, min_alnum: float,
+                  max_repeat: float) -> tuple[str, dict] | None:
+    "The first text rule of `curate_captions` that `t` breaks, as (reason, details), or None."
+    n = word_count(t)
+    if not min_words <= n <= max_words: return "length", {"words": n}
+    a = alnum_ratio(t)
+    if a < min_alnum: return "alnum_ratio", {"value": round(a, 3)}
+    rep = repetition_ratio(t)
+    if rep > max_repeat: return "repetition", {"value": round(rep, 3)}
+    return None
+
+def _judged(kept: list[dict], judge: Callable, judge_template: str, text_key: str, reject: Callable) -> list[dict]:
+    "The records `judge` says 'yes' to; each other one goes to `reject` ('judge_no' or 'judge_unparsed')."
+    verdicts = llm_judge([r[text_key] for r in kept], judge, judge_template)
+    still = []
+    for r, (v, reply) in zip(kept, verdicts):
+        if v == "yes": still.append(r)
+        else: reject(r, "judge_no" if v == "no" else "judge_unparsed", reply=reply[:200])
+    return still
+
+def curate_captions(records: Sequence[dict],                  # caption records with `id` and `text_key`
+                    min_words: int = 5,                       # fewer words: rejected ('length')
+                    max_words: int = 300,                     # more words: rejected ('length')
+                    min_alnum: float = 0.75,                  # lower share of letters/digits: rejected ('alnum_ratio')
+                    max_repeat: float = 0.2,                  # more repeated 3-grams: rejected ('repetition')
+                    text_image_cos: dict | None = None,       # id -> text-image cosine, where a record has an image
+                    min_text_image_cos: float | None = None,  # lower cosine: rejected ('text_image_cos') (None: off)
+                    judge: Callable[[list[str]], list[str]] | None = None,  # LLM judge, prompts -> replies (None: off)
+                    judge_template: str = JUDGE_TEMPLATE,     # the judge's question, with a `{caption}` slot
+                    text_key: str = "caption",                # the record field that holds the caption
+                   ) -> tuple[list[dict], list[dict], dict]:
     "Filter caption records; returns (kept, rejected-with-reason, counts). `text_image_cos`: id -> cosine, where an image exists."
     kept, rejected = [], []
     def reject(r, reason, **extra): rejected.append({"id": r["id"], "reason": reason, **extra})
     for r in records:
-        t = r.get(text_key) or ""
-        n = word_count(t)
-        if not min_words <= n <= max_words: reject(r, "length", words=n); continue
-        a = alnum_ratio(t)
-        if a < min_alnum: reject(r, "alnum_ratio", value=round(a, 3)); continue
-        rep = repetition_ratio(t)
-        if rep > max_repeat: reject(r, "repetition", value=round(rep, 3)); continue
+        why = _text_problem(r.get(text_key) or "", min_words, max_words, min_alnum, max_repeat)
+        if why is not None: reject(r, why[0], **why[1]); continue
         if text_image_cos is not None and min_text_image_cos is not None and r["id"] in text_image_cos:
             c = float(text_image_cos[r["id"]])
             if not c >= min_text_image_cos: reject(r, "text_image_cos", value=round(c, 4)); continue
         kept.append(r)
-    if judge is not None and kept:
-        verdicts = llm_judge([r[text_key] for r in kept], judge, judge_template)
-        still = []
-        for r, (v, reply) in zip(kept, verdicts):
-            if v == "yes": still.append(r)
-            else: reject(r, "judge_no" if v == "no" else "judge_unparsed", reply=reply[:200])
-        kept = still
+    if judge is not None and kept: kept = _judged(kept, judge, judge_template, text_key, reject)
     counts = {"input": len(records), "kept": len(kept), **Counter(x["reason"] for x in rejected)}
     return kept, rejected, counts
 
@@ -111,9 +134,16 @@ class DiffusionBackend:
     "A text-to-image pipeline (plus optional SDXL refiner) that returns uint8 images [h, w, 3]."
     def __init__(self, pipe, refiner=None, high_noise_frac: float = 0.8, device: str = "cpu"):
         self.pipe, self.refiner, self.high_noise_frac, self.device = pipe, refiner, high_noise_frac, device
-    def generate(self, captions: Sequence[str], caption_ids: Sequence[str], n: int = 1, steps: int = 30,
-                 guidance: float = 7.5, height: int = 1024, width: int = 1024, seed: int = 0,
-                 negative_prompt: str | None = None) -> list[list[np.ndarray]]:
+    def generate(self, captions: Sequence[str],       # the prompts
+                 caption_ids: Sequence[str],          # one id per caption (with `seed`, it fixes each image's seed)
+                 n: int = 1,                          # images per caption
+                 steps: int = 30,                     # denoising steps
+                 guidance: float = 7.5,               # classifier-free guidance scale
+                 height: int = 1024,                  # image height in pixels
+                 width: int = 1024,                   # image width in pixels
+                 seed: int = 0,                       # the base seed (see `image_seed`)
+                 negative_prompt: str | None = None,  # what the images should not show (None: nothing)
+                ) -> list[list[np.ndarray]]:
         "`n` images per caption (a list of n uint8 arrays per caption)."
         import torch
         out = []
@@ -131,8 +161,13 @@ class DiffusionBackend:
             out.append([(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in imgs])
         return out
 
-def load_diffusion(model_path: str, kind: str = "auto", refiner_path: str | None = None, dtype: str = "float32",
-                   device: str = "cpu", high_noise_frac: float = 0.8) -> DiffusionBackend:
+def load_diffusion(model_path: str,                  # a diffusers pipeline folder or hub id
+                   kind: str = "auto",               # 'sdxl', 'sd3', 'sd' or 'auto' (diffusers picks the class)
+                   refiner_path: str | None = None,  # an SDXL refiner folder or hub id (None: no refiner)
+                   dtype: str = "float32",           # the torch dtype of the weights, by name, e.g. 'float16'
+                   device: str = "cpu",              # torch device of the pipelines
+                   high_noise_frac: float = 0.8,     # share of the denoising done by the base before the refiner
+                  ) -> DiffusionBackend:
     "Open an SDXL (+ refiner), SD3 or any diffusers text-to-image pipeline by local path or hub id."
     import torch, diffusers
     td = getattr(torch, dtype)
@@ -208,26 +243,38 @@ def load_image_file(path) -> np.ndarray | None:
         with Image.open(path) as im: return np.asarray(im.convert("RGB"))
     except Exception: return None
 
-def select_pairs(candidates: Sequence[dict], top_frac: float = 1.0, lam: float = 0.5, score_clip_weight: float = 1.0,
-                 ssim_size: int = 336, use_ssim: bool = True) -> tuple[list[dict], list[dict], dict]:
+def _score_candidate(c: dict, lam: float, score_clip_weight: float, ssim_size: int, use_ssim: bool
+                    ) -> tuple[dict | None, str | None]:
+    "`(row, None)`: candidate `c` with its cos, clip_score, ssim and score; or `(None, why)` if it cannot be scored."
+    img = c.get("image")
+    if isinstance(img, (str, Path)): img = load_image_file(img)
+    why = image_problem(img)
+    cos = float(c.get("cos", float("nan")))
+    if why is None and not math.isfinite(cos): why = "nan_score"
+    ssim = ssim_resize(img, ssim_size) if why is None and use_ssim else 0.0
+    score = float(clip_score(cos, score_clip_weight) + lam * ssim) if why is None else float("nan")
+    if why is None and not math.isfinite(score): why = "nan_score"
+    if why is not None: return None, why
+    row = {k: v for k, v in c.items() if k != "image" or isinstance(v, (str, Path))}
+    row.update(cos=cos, clip_score=float(clip_score(cos)), ssim=ssim, score=score)
+    return row, None
+
+def select_pairs(candidates: Sequence[dict],      # one per image: caption_id, image (array or path), cos, ...
+                 top_frac: float = 1.0,           # share of the captions kept, best score first, in [0, 1]
+                 lam: float = 0.5,                # the weight λ of SSIM in the score
+                 score_clip_weight: float = 1.0,  # the weight w of the cosine in the score
+                 ssim_size: int = 336,            # side of `ssim_resize`'s round trip (the VLM's input size)
+                 use_ssim: bool = True,           # False: score by the cosine alone
+                ) -> tuple[list[dict], list[dict], dict]:
     "Best image per caption by score = w·max(cos,0) + λ·SSIM, then the top `top_frac` captions; (kept, skipped, counts)."
     if not 0 <= top_frac <= 1: raise ValueError(f"top_frac must be in [0, 1], got {top_frac}")
     best, skipped = {}, []
     for c in candidates:
-        img = c.get("image")
-        if isinstance(img, (str, Path)): img = load_image_file(img)
-        why = image_problem(img)
-        cos = float(c.get("cos", float("nan")))
-        if why is None and not math.isfinite(cos): why = "nan_score"
-        ssim = ssim_resize(img, ssim_size) if why is None and use_ssim else 0.0
-        score = float(clip_score(cos, score_clip_weight) + lam * ssim) if why is None else float("nan")
-        if why is None and not math.isfinite(score): why = "nan_score"
+        row, why = _score_candidate(c, lam, score_clip_weight, ssim_size, use_ssim)
         if why is not None:
             skipped.append({"caption_id": c["caption_id"], "image": str(c.get("image")) if isinstance(c.get("image"), (str, Path)) else None,
                             "reason": why}); continue
-        row = {k: v for k, v in c.items() if k != "image" or isinstance(v, (str, Path))}
-        row.update(cos=cos, clip_score=float(clip_score(cos)), ssim=ssim, score=score)
-        if c["caption_id"] not in best or score > best[c["caption_id"]]["score"]: best[c["caption_id"]] = row
+        if c["caption_id"] not in best or row["score"] > best[c["caption_id"]]["score"]: best[c["caption_id"]] = row
     all_ids = list(dict.fromkeys(c["caption_id"] for c in candidates))
     for cid in all_ids:
         if cid not in best: skipped.append({"caption_id": cid, "image": None, "reason": "no_valid_image"})
@@ -238,7 +285,11 @@ def select_pairs(candidates: Sequence[dict], top_frac: float = 1.0, lam: float =
     return kept, skipped, counts
 
 # %% ../nbs/40_synthvlm.ipynb #8f1021b9
-def hf_clip_encoder(model, tok, proc, device: str = "cpu"):
+def hf_clip_encoder(model,                # a transformers CLIPModel
+                    tok,                  # its tokenizer
+                    proc,                 # its image processor
+                    device: str = "cpu",  # torch device the inputs are moved to (the model's)
+                   ):
     "(encode_texts, encode_images) for a transformers CLIPModel; outputs are L2-normalised numpy arrays."
     import torch
     def _np(x):
@@ -254,7 +305,11 @@ def hf_clip_encoder(model, tok, proc, device: str = "cpu"):
         return _np(model.get_image_features(pixel_values=px))
     return encode_texts, encode_images
 
-def cosines(encode_texts, encode_images, captions: Sequence[str], images: Sequence[np.ndarray]) -> np.ndarray:
+def cosines(encode_texts,                  # texts -> L2-normalised embeddings [n, d]
+            encode_images,                 # images -> L2-normalised embeddings [n, d]
+            captions: Sequence[str],       # caption i goes with image i
+            images: Sequence[np.ndarray],  # uint8 images [h, w, 3] (one that `image_problem` rejects gets NaN)
+           ) -> np.ndarray:
     "Cosine between captions[i] and images[i]; NaN where an image cannot be encoded."
     out = np.full(len(images), np.nan)
     ok = [i for i, im in enumerate(images) if image_problem(im) is None]
@@ -283,40 +338,71 @@ def first_of_each_id(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     return keep, dups
 
 # %% ../nbs/40_synthvlm.ipynb #fd332fd7
-def synthesize(records: Sequence[dict], backend: DiffusionBackend, encode_texts, encode_images, out_dir, n: int = 2,
-               steps: int = 30, guidance: float = 7.5, height: int = 1024, width: int = 1024, seed: int = 0,
-               top_frac: float = 1.0, lam: float = 0.5, score_clip_weight: float = 1.0, ssim_size: int = 336,
-               batch_size: int = 8, text_key: str = "caption", progress: bool = True) -> dict:
-    "Generate `n` images per caption record, save them, score and select; writes files under `out_dir`, returns stats."
+def _synth_candidates(records: list[dict], backend: DiffusionBackend, encode_texts, encode_images, out_dir: Path,
+                      gen_args: tuple, batch_size: int, text_key: str, progress: bool) -> tuple[list[dict], float]:
+    "Images for `records` (`gen_args`: `generate`'s n to seed), saved and scored; (candidates, seconds taken)."
     from PIL import Image
     from tqdm.auto import tqdm
-    from unicorn.runs import atomic_write_json, atomic_write_bytes
-    out_dir = Path(out_dir); (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    records, dups = first_of_each_id(records)
     cands, t0 = [], time.time()
     for s in tqdm(range(0, len(records), batch_size), desc="synthvlm", disable=not progress):
         recs = records[s:s + batch_size]
-        imgs = backend.generate([r[text_key] for r in recs], [r["id"] for r in recs], n, steps, guidance, height, width, seed)
+        imgs = backend.generate([r[text_key] for r in recs], [r["id"] for r in recs], *gen_args)
         flat = [(r, j, im, out_dir / "images" / image_name(r["id"], j))      # never the raw id: see `safe_stem`
                 for r, ims in zip(recs, imgs) for j, im in enumerate(ims)]
         for _, _, im, path in flat: Image.fromarray(im).save(path)
         cs = cosines(encode_texts, encode_images, [r[text_key] for r, *_ in flat], [im for _, _, im, _ in flat])
         cands += [{"caption_id": r["id"], "image": str(path), "j": j, "caption": r[text_key], "cos": float(c)}
                   for (r, j, _, path), c in zip(flat, cs)]
-    gen_s = time.time() - t0
-    kept, skipped, counts = select_pairs(cands, top_frac, lam, score_clip_weight, ssim_size)
+    return cands, time.time() - t0
+
+def _write_synthesis(out_dir: Path, cands: list[dict], kept: list[dict], skipped: list[dict], dups: list[dict],
+                     counts: dict, settings: dict) -> dict:
+    "Write scores, selected and skipped (repeated ids added) as JSONL and `stats.json` under `out_dir`; the stats."
+    from unicorn.runs import atomic_write_json, atomic_write_bytes
     skipped += [{"caption_id": d["id"], "image": None, "reason": "duplicate_id"} for d in dups]
     if dups: counts["duplicate_id"] = len(dups)
     def jl(rows): return "".join(json.dumps(x) + "\n" for x in rows).encode()
     atomic_write_bytes(out_dir / "scores.jsonl", jl([{k: v for k, v in c.items()} for c in cands]))
     atomic_write_bytes(out_dir / "selected.jsonl", jl(kept)); atomic_write_bytes(out_dir / "skipped.jsonl", jl(skipped))
-    stats = {**counts, "generate_and_score_s": round(gen_s, 3), "n_per_caption": n, "steps": steps, "height": height,
-             "width": width, "top_frac": top_frac, "lam": lam, "score_clip_weight": score_clip_weight, "ssim_size": ssim_size}
+    stats = {**counts, **settings}
     atomic_write_json(out_dir / "stats.json", stats)
     return stats
 
-def to_llava(selected: Sequence[dict], image_root, instructions: Sequence[dict] | None = None,
-             prompt: str = "Describe the image briefly.") -> list[dict]:
+def synthesize(records: Sequence[dict],         # caption records (`id`, `text_key`); a repeated id is skipped
+               backend: DiffusionBackend,       # the text-to-image model
+               encode_texts,                    # texts -> L2-normalised embeddings [n, d]
+               encode_images,                   # uint8 images -> L2-normalised embeddings [n, d]
+               out_dir,                         # the folder written: images/, *.jsonl, stats.json
+               n: int = 2,                      # candidate images per caption
+               steps: int = 30,                 # denoising steps
+               guidance: float = 7.5,           # classifier-free guidance scale
+               height: int = 1024,              # image height in pixels
+               width: int = 1024,               # image width in pixels
+               seed: int = 0,                   # the base seed of the images (see `image_seed`)
+               top_frac: float = 1.0,           # share of the captions kept, best score first
+               lam: float = 0.5,                # the weight λ of SSIM in the score
+               score_clip_weight: float = 1.0,  # the weight w of the cosine in the score
+               ssim_size: int = 336,            # side of `ssim_resize`'s round trip (the VLM's input size)
+               batch_size: int = 8,             # captions per `backend.generate` call
+               text_key: str = "caption",       # the record field that holds the caption
+               progress: bool = True,           # show a progress bar
+              ) -> dict:
+    "Generate `n` images per caption record, save them, score and select; writes files under `out_dir`, returns stats."
+    out_dir = Path(out_dir); (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records, dups = first_of_each_id(records)
+    cands, gen_s = _synth_candidates(records, backend, encode_texts, encode_images, out_dir,
+                                     (n, steps, guidance, height, width, seed), batch_size, text_key, progress)
+    kept, skipped, counts = select_pairs(cands, top_frac, lam, score_clip_weight, ssim_size)
+    settings = {"generate_and_score_s": round(gen_s, 3), "n_per_caption": n, "steps": steps, "height": height,
+                "width": width, "top_frac": top_frac, "lam": lam, "score_clip_weight": score_clip_weight,
+                "ssim_size": ssim_size}
+    return _write_synthesis(out_dir, cands, kept, skipped, dups, counts, settings)
+
+def to_llava(selected: Sequence[dict],                     # `select_pairs`'s kept rows (caption_id, image, caption)
+             image_root,                                   # absolute image paths are written relative to this folder
+             instructions: Sequence[dict] | None = None,   # Stage-2 rows whose `image` is a caption id (None: none)
+             prompt: str = "Describe the image briefly.",  # the human turn of each caption row
+            ) -> list[dict]:
     "LLaVA rows for the selected pairs: a caption row per pair, plus the caption's Stage-2 instruction rows if given."
     by_cap: dict = {}
     for ins in instructions or []: by_cap.setdefault(ins["image"], []).append(ins)

@@ -19,9 +19,11 @@ from .vlm_data import (EmbeddingIndex, VLMDataset, collate, caption_records, eas
 from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
-__all__ = ['PRESETS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'TrainConfig', 'cosine_lr', 'batch_indices', 'train_stage',
-           'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
-           'train_condition', 'main']
+__all__ = ['PRESETS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'TrainConfig', 'cosine_lr', 'batch_indices', 'prepare_stage',
+           'micro_batch_size', 'resume_stage', 'save_train_state', 'accumulate_gradients', 'train_stage', 'ZeroIndex',
+           'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
+           'condition_key', 'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm',
+           'stage_settings', 'train_stages', 'train_condition', 'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
@@ -70,14 +72,22 @@ PRESETS = {
 }
 
 # %% ../nbs/32_train.ipynb #253d1756
-def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
+def cosine_lr(step: int,       # the optimizer step, from 0
+              total: int,      # optimizer steps in the stage (the learning rate reaches 0 there)
+              warmup: int,     # steps of linear warm-up (at least 1)
+              base_lr: float   # the peak learning rate, reached at the end of the warm-up
+             ) -> float:
     "Learning rate at optimizer step `step` of `total`: linear warm-up for `warmup` steps, then cosine to zero."
     if step < warmup: return base_lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 # %% ../nbs/32_train.ipynb #1ca95421
-def batch_indices(n: int, micro: int, micro_bs: int, seed: int) -> list[int]:
+def batch_indices(n: int,          # dataset size
+                  micro: int,      # the global micro-batch number, from 0 (optimizer step × accumulation steps + a)
+                  micro_bs: int,   # samples per micro-batch
+                  seed: int        # seeds each epoch's permutation, with the epoch number
+                 ) -> list[int]:
     "Dataset indices of global micro-batch `micro` (size `micro_bs`) for a dataset of `n`, shuffled per epoch by `seed`."
     out, pos = [], micro * micro_bs
     while len(out) < micro_bs:
@@ -89,6 +99,7 @@ def batch_indices(n: int, micro: int, micro_bs: int, seed: int) -> list[int]:
 
 # %% ../nbs/32_train.ipynb #bb1b9ebc
 def _trainable_state(vlm) -> dict:
+    "Detached CPU copies of `vlm`'s trainable parameters (what a resume state keeps)."
     return {n: p.detach().cpu().clone() for n, p in vlm.named_parameters() if p.requires_grad}
 
 def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: int) -> dict:
@@ -98,57 +109,133 @@ def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: 
     emb = torch.stack(embs).float() if all(e is not None for e in embs) else None
     return collate_split([split_at_image(it["input_ids"], it["labels"], image_id) for it in items], cache, pad_id, emb)
 
-def train_stage(vlm: UnicornVLM, dataset: VLMDataset, steps: int, lr: float, batch_size: int = 16, grad_accum_steps: int = 1,
-                warmup_frac: float = 0.05, weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0,
-                ckpt_dir: Path | str | None = None, save_every_steps: int = 0, log_every: int = 10,
-                accelerator=None, stop_after: int | None = None, verbose: bool = True, prefix_cache: PrefixCache | None = None) -> dict:
-    "Train `vlm`'s trainable parameters on `dataset` for `steps` optimizer steps; resumes from `ckpt_dir/train_state.pt`."
+def prepare_stage(vlm: UnicornVLM,      # the model: its parameters with `requires_grad` are the ones trained
+                  lr: float,            # AdamW's initial learning rate (the schedule sets it at every step)
+                  weight_decay: float,  # AdamW's weight decay
+                  seed: int,            # seeds torch before the optimizer is made and prepared
+                  accelerator=None      # an `accelerate.Accelerator` (None: a new one, on the GPU if there is one)
+                 ) -> tuple:
+    "`(acc, model, opt, params)`: the accelerator, and `vlm` with an AdamW over its trainable `params`, prepared by it."
     from accelerate import Accelerator
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(seed)
     params = [p for p in vlm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     model, opt = acc.prepare(vlm, opt)
+    return acc, model, opt, params
+
+def micro_batch_size(batch_size: int, grad_accum_steps: int) -> int:
+    "Samples per micro-batch when the `batch_size` samples of an optimizer step are split over `grad_accum_steps`."
     micro_bs = batch_size // grad_accum_steps
     if micro_bs * grad_accum_steps != batch_size: raise ValueError(f"batch_size {batch_size} is not a multiple of grad_accum_steps {grad_accum_steps}")
-    warmup = max(1, int(warmup_frac * steps))
-    state_path = Path(ckpt_dir) / "train_state.pt" if ckpt_dir else None
+    return micro_bs
+
+# %% ../nbs/32_train.ipynb #6fa2e53e
+def resume_stage(state_path: Path | None,  # the stage's `train_state.pt` (None: the stage keeps no checkpoints)
+                 acc,                      # the stage's `accelerate.Accelerator`
+                 model,                    # the prepared model: its trainable parameters are loaded in place
+                 opt,                      # the prepared optimizer: its state is loaded in place
+                 verbose: bool = True      # say where training resumes
+                ) -> tuple[int, dict]:
+    "`(start, log)`: the step to go on from and the log so far (parameters, optimizer state loaded), or a fresh start."
     start, log = 0, {"step": [], "loss": [], "lr": [], "samples_per_s": []}
-    if state_path is not None and state_path.exists():                                  # resume
+    if state_path is not None and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)                 # tensors and numbers only: no code runs
         acc.unwrap_model(model).load_state_dict(st["params"], strict=False)
         opt.load_state_dict(st["opt"]); start, log = st["step"], st["log"]
         if verbose: acc.print(f"resumed at step {start} from {state_path}")
+    return start, log
+
+def save_train_state(state_path: Path,  # where to write (its folder is created)
+                     model,             # the unwrapped model: its trainable parameters are saved
+                     opt,               # the optimizer, whose state is saved
+                     step: int,         # optimizer steps done
+                     log: dict          # the log so far
+                    ) -> None:
+    "Write what `resume_stage` reads to `state_path`, atomically: a crash while saving leaves the previous state."
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_path.with_suffix(".tmp")
+    torch.save({"params": _trainable_state(model), "opt": opt.state_dict(), "step": step, "log": log}, tmp)
+    tmp.replace(state_path)
+
+# %% ../nbs/32_train.ipynb #eb4b746f
+def accumulate_gradients(acc,                              # the stage's `accelerate.Accelerator`
+                         model,                            # the prepared model (its forward returns `.loss`)
+                         dataset: VLMDataset,              # the stage's tokenised records
+                         step: int,                        # the optimizer step (from 0): it picks the micro-batches
+                         grad_accum_steps: int,            # micro-batches per optimizer step
+                         micro_bs: int,                    # samples per micro-batch, over all processes
+                         seed: int,                        # the sample order's seed (`batch_indices`)
+                         prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
+                        ) -> float:
+    "Forward and backward over the micro-batches of optimizer step `step` (this process's slices): their summed loss."
+    loss_sum = 0.0
+    for a in range(grad_accum_steps):
+        idx = batch_indices(len(dataset), step * grad_accum_steps + a, micro_bs, seed)
+        idx = idx[acc.process_index::acc.num_processes]                              # this process's slice
+        batch = _batch([dataset[i] for i in idx], dataset.tok.pad_token_id, prefix_cache,
+                       acc.unwrap_model(model).cfg.image_token_id)
+        batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        loss = model(**batch).loss / grad_accum_steps                       # a micro-batch weighs 1 / grad_accum_steps
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step + 1} (samples {idx[:8]}...)")
+        acc.backward(loss)                                                  # gradients add up until the optimizer step
+        loss_sum += loss.item()
+    return loss_sum
+
+# %% ../nbs/32_train.ipynb #02e91d57
+def _train_stage(vlm, dataset, steps, lr, batch_size, grad_accum_steps, warmup_frac, weight_decay, max_grad_norm, seed,
+                 ckpt_dir, save_every_steps, log_every, accelerator, stop_after, verbose, prefix_cache) -> dict:
+    "`train_stage`'s body (the same arguments in the same order), as nanoGPT reads: set up, resume, then the loop."
+    acc, model, opt, params = prepare_stage(vlm, lr, weight_decay, seed, accelerator)
+    micro_bs, warmup = micro_batch_size(batch_size, grad_accum_steps), max(1, int(warmup_frac * steps))
+    state_path = Path(ckpt_dir) / "train_state.pt" if ckpt_dir else None
+    start, log = resume_stage(state_path, acc, model, opt, verbose)           # a crashed run goes on where it stopped
     model.train()
     t0 = time.time()
     for step in range(start, steps):
+        # the schedule sets this step's learning rate: linear warm-up, then cosine to zero
         lr_t = cosine_lr(step, steps, warmup, lr)
         for g in opt.param_groups: g["lr"] = lr_t
-        loss_sum = 0.0
-        for a in range(grad_accum_steps):
-            idx = batch_indices(len(dataset), step * grad_accum_steps + a, micro_bs, seed)
-            idx = idx[acc.process_index::acc.num_processes]                              # this process's slice
-            batch = _batch([dataset[i] for i in idx], dataset.tok.pad_token_id, prefix_cache, acc.unwrap_model(model).cfg.image_token_id)
-            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            loss = model(**batch).loss / grad_accum_steps
-            if not torch.isfinite(loss): raise FloatingPointError(f"non-finite loss at step {step + 1} (samples {idx[:8]}...)")
-            acc.backward(loss)
-            loss_sum += loss.item()
+        # forward and backward on each micro-batch: their gradients add up to the whole batch's
+        loss_sum = accumulate_gradients(acc, model, dataset, step, grad_accum_steps, micro_bs, seed, prefix_cache)
+        # clip (one outlying batch cannot throw the weights far), step, and flush the gradients as soon as we can
         if max_grad_norm: acc.clip_grad_norm_(params, max_grad_norm)
         opt.step(); opt.zero_grad(set_to_none=True)
         log["step"].append(step + 1); log["loss"].append(loss_sum); log["lr"].append(lr_t)
         log["samples_per_s"].append(batch_size * (step + 1 - start) / max(1e-9, time.time() - t0))
         if verbose and ((step + 1) % log_every == 0 or step + 1 == steps):
             acc.print(f"step {step + 1}/{steps} loss {loss_sum:.4f} lr {lr_t:.2e} {log['samples_per_s'][-1]:.1f} samples/s")
-        last = step + 1 == steps or (stop_after is not None and step + 1 - start >= stop_after)
-        if state_path is not None and acc.is_main_process and (last or (save_every_steps and (step + 1) % save_every_steps == 0)):
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"params": _trainable_state(acc.unwrap_model(model)), "opt": opt.state_dict(), "step": step + 1, "log": log}, tmp)
-            tmp.replace(state_path)
-        if stop_after is not None and step + 1 - start >= stop_after: break
+        # checkpoint at the end, every `save_every_steps`, and before a planned stop, so that a resume loses nothing
+        stop = stop_after is not None and step + 1 - start >= stop_after
+        due = step + 1 == steps or stop or (save_every_steps and (step + 1) % save_every_steps == 0)
+        if state_path is not None and acc.is_main_process and due:
+            save_train_state(state_path, acc.unwrap_model(model), opt, step + 1, log)
+        if stop: break
     model.eval()
     return log
+
+def train_stage(vlm: UnicornVLM,                          # only its parameters with `requires_grad` train
+                dataset: VLMDataset,                      # the stage's tokenised records with their embeddings
+                steps: int,                               # optimizer steps of the whole stage (the schedule's length)
+                lr: float,                                # peak learning rate, reached after the warm-up
+                batch_size: int = 16,                     # samples per optimizer step (all processes and micro-batches)
+                grad_accum_steps: int = 1,                # micro-batches per optimizer step (must divide `batch_size`)
+                warmup_frac: float = 0.05,                # share of `steps` spent warming up (at least one step)
+                weight_decay: float = 0.0,                # AdamW's weight decay
+                max_grad_norm: float = 1.0,               # clip the gradient norm to this (0 or None: no clipping)
+                seed: int = 0,                            # seeds torch and the sample order
+                ckpt_dir: Path | str | None = None,       # folder of `train_state.pt` to save and resume (None: none)
+                save_every_steps: int = 0,                # also checkpoint every this many steps (0: only at the end)
+                log_every: int = 10,                      # print the loss every this many steps (if `verbose`)
+                accelerator=None,                         # an `accelerate.Accelerator` (None: a new one, GPU if any)
+                stop_after: int | None = None,            # stop after this many steps of this call, saved (None: never)
+                verbose: bool = True,                     # print progress
+                prefix_cache: PrefixCache | None = None   # cached prefixes of a frozen LM (31a; None: full sequences)
+               ) -> dict:                                 # the log: `step`, `loss`, `lr`, `samples_per_s` per step
+    "Train `vlm`'s trainable parameters on `dataset` for `steps` optimizer steps; resumes from `ckpt_dir/train_state.pt`."
+    return _train_stage(vlm, dataset, steps, lr, batch_size, grad_accum_steps, warmup_frac, weight_decay, max_grad_norm,
+                        seed, ckpt_dir, save_every_steps, log_every, accelerator, stop_after, verbose, prefix_cache)
 
 # %% ../nbs/32_train.ipynb #f919bda2
 SYNTHETIC = ("none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec", "synth2")
@@ -191,14 +278,8 @@ def balance_question_types(records: list[dict], seed: int = 0) -> list[dict]:
     yn = {id(r) for j, r in enumerate(by["yes/no"]) if j not in keep}
     return [r for r in records if id(r) not in yn]
 
-def condition_data(run: RunFolder, method: str, cfg: TrainConfig, text_store: str = "text", max_llava: int | None = None) -> dict:
-    "Pre-training and instruction records, the embedding index, and whether images are used, for condition `method`."
-    if method not in CONDITIONS: raise ValueError(f"unknown condition {method!r}: choose one of {list(CONDITIONS)}")
-    from unicorn.packaged import load_easyvqa
-    caps = text_captions(run, text_store)
-    if text_store == "label_text_train" and method != "blind":      # only the images the run encoded (all, but a few at smoke scale)
-        have = EmbeddingIndex(run.path("emb", "image_train") if method == "real" else run.path(TEXT_STORES[text_store], method))
-        caps = [c for c in caps if c["id"] in have]
+def _condition_embeddings(run: RunFolder, method: str, caps: list[dict], text_store: str) -> tuple:
+    "`(index, pretrain records, image_of, remap)` of `method`: its embeddings and which stand in for each image."
     src = _by_source(caps)
     if method == "real":
         index = EmbeddingIndex(run.path("emb", "image_train"))
@@ -211,7 +292,13 @@ def condition_data(run: RunFolder, method: str, cfg: TrainConfig, text_store: st
     else:
         index = EmbeddingIndex(run.path(TEXT_STORES[text_store], method))
         pt, image_of, remap = caption_records(caps), src, None
+    return index, pt, image_of, remap
+
+def _instruction_records(run: RunFolder, cfg: TrainConfig, image_of: dict, remap: dict | None,
+                         max_llava: int | None) -> tuple:
+    "`(sft, dropped)`: stage 2's records of `cfg.instruction_set` for the images of `image_of` (or `remap`), and drops."
     if cfg.instruction_set == "easyvqa_text":
+        from unicorn.packaged import load_easyvqa
         sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=cfg.seed, image_position=cfg.image_position)
         if cfg.balance_qtypes: sft = balance_question_types(sft, cfg.seed)
     elif cfg.instruction_set == "llava":
@@ -220,6 +307,22 @@ def condition_data(run: RunFolder, method: str, cfg: TrainConfig, text_store: st
         dropped = len(bad)
         if max_llava: sft = sft[:max_llava]
     else: raise ValueError(f"unknown instruction_set {cfg.instruction_set!r}: 'easyvqa_text' or 'llava'")
+    return sft, dropped
+
+def condition_data(run: RunFolder,               # the run folder: captions, embeddings and instructions
+                   method: str,                  # a condition of `CONDITIONS`
+                   cfg: TrainConfig,             # `instruction_set`, `seed`, `image_position`, `balance_qtypes`
+                   text_store: str = "text",     # which captions stand in for the images (`TEXT_STORES`)
+                   max_llava: int | None = None  # `llava` only: keep the first this many conversations (None or 0: all)
+                  ) -> dict:
+    "Pre-training and instruction records, the embedding index, and whether images are used, for condition `method`."
+    if method not in CONDITIONS: raise ValueError(f"unknown condition {method!r}: choose one of {list(CONDITIONS)}")
+    caps = text_captions(run, text_store)
+    if text_store == "label_text_train" and method != "blind":      # only the images the run encoded (all, but a few at smoke scale)
+        have = EmbeddingIndex(run.path("emb", "image_train") if method == "real" else run.path(TEXT_STORES[text_store], method))
+        caps = [c for c in caps if c["id"] in have]
+    index, pt, image_of, remap = _condition_embeddings(run, method, caps, text_store)
+    sft, dropped = _instruction_records(run, cfg, image_of, remap, max_llava)
     return {"pretrain": pt, "sft": sft, "index": index, "use_image": True, "dropped": dropped}
 
 # %% ../nbs/32_train.ipynb #38c40088
@@ -250,49 +353,109 @@ def condition_name(method: str, cfg: TrainConfig, text_store: str = "text") -> s
     h = hashlib.sha1(json.dumps(config_dict(cfg), sort_keys=True).encode()).hexdigest()[:6]
     return f"{method}{ts}-{cfg.instruction_set}-k{cfg.k}-pt{cfg.pretrain_steps}-sft{cfg.sft_steps}-s{cfg.seed}-{h}"
 
-def train_condition(run: RunFolder, method: str, cfg: TrainConfig, text_store: str = "text", verbose: bool = True,
-                    accelerator=None) -> Path:
-    "Train (or reuse) the VLM of condition `method` under `cfg`; returns its checkpoint folder `vlm/<name>/`."
-    name = condition_name(method, cfg, text_store)
-    out = run.path("vlm", name)
-    key = config_dict(cfg) | {"method": method, "text_store": text_store}
+def condition_key(method: str, cfg: TrainConfig, text_store: str = "text") -> dict:
+    "What a trained condition is keyed by: every setting of `cfg`, the method and the text store."
+    return config_dict(cfg) | {"method": method, "text_store": text_store}
+
+# %% ../nbs/32_train.ipynb #5240ee06
+def is_trained(out: Path, key: dict) -> bool:
+    "Whether checkpoint folder `out` holds a finished training under settings `key` (its `train_config.json`)."
     done = out / "train_config.json"
-    if done.exists() and json.loads(done.read_text()).get("config") == key:
-        if verbose: print(f"[train] reusing {out}")
-        return out
+    return done.exists() and json.loads(done.read_text()).get("config") == key
+
+def mark_pending(out: Path, key: dict) -> None:
+    "Record that `out` is being trained under `key`; resume states a crashed run left under other settings are removed."
     pending = out / "train_pending.json"                       # resume only a crashed run of the same settings
     if pending.exists() and json.loads(pending.read_text()) != key:
         for st in ("stage1", "stage2"): (out / st / "train_state.pt").unlink(missing_ok=True)
     atomic_write_json(pending, key)
+
+def clear_pending(out: Path) -> None:
+    "Once `out` is saved: remove both stages' resume states and the pending mark, so only the checkpoint stays."
+    for st in ("stage1", "stage2"): (out / st / "train_state.pt").unlink(missing_ok=True)
+    (out / "train_pending.json").unlink(missing_ok=True)
+
+# %% ../nbs/32_train.ipynb #ddd2d201
+def condition_inputs(run: RunFolder,            # the run folder the data are read from
+                     method: str,               # a condition of `CONDITIONS`
+                     cfg: TrainConfig,          # the LM (`lm`, `lm_dtype`, `lm_mode`) and the data settings
+                     text_store: str = "text"   # which captions stand in for the images (`TEXT_STORES`)
+                    ) -> tuple:
+    "`(lm, tok, data)`: the base LM (a copy if it trains), a copy of its tokenizer, and `condition_data`."
     lm, tok = load_base_lm(cfg)
-    tok = copy.deepcopy(tok)
+    tok = copy.deepcopy(tok)                                   # the VLM adds `<image>` to its own tokenizer
     data = condition_data(run, method, cfg, text_store)
-    if cfg.lm_mode != "frozen": lm = copy.deepcopy(lm)
-    index = data["index"]
+    if cfg.lm_mode != "frozen": lm = copy.deepcopy(lm)        # training must not change the LM other conditions share
+    return lm, tok, data
+
+def condition_vlm(lm,                # the base LM (`condition_inputs`)
+                  tok,               # its tokenizer
+                  index,             # the embedding index: its width is the projector's input (None or empty: width 1)
+                  cfg: TrainConfig   # `projector`, `k`, `seed`, `image_position`, `input_scale`
+                 ) -> UnicornVLM:
+    "The untrained VLM of `cfg` over `lm`, its projector initialised with `cfg.seed`; only the projector trains."
     vlm = UnicornVLM.from_lm(lm, tok, emb_dim=index.dim if index else 1, projector=cfg.projector, k=cfg.k,
                              lm_source=f"packaged:{cfg.lm}" if cfg.lm == "smollm2" else "external", seed=cfg.seed,
                              image_position=cfg.image_position, input_scale=cfg.input_scale)
-    set_trainable(vlm, "frozen")
-    if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
-    t0, logs = time.time(), {}
-    common = dict(batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps, warmup_frac=cfg.warmup_frac,
-                  weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                  save_every_steps=cfg.save_every_steps, verbose=verbose, accelerator=accelerator,
-                  prefix_cache=shared_prefix_cache(lm) if cfg.prefix_cache and cfg.lm_mode == "frozen" else None)
+    return set_trainable(vlm, "frozen")
+
+# %% ../nbs/32_train.ipynb #7ac15b08
+def stage_settings(cfg: TrainConfig,      # the training settings
+                   lm,                    # the base LM: its prefix cache is used while it stays frozen
+                   verbose: bool = True,  # print progress
+                   accelerator=None       # an `accelerate.Accelerator` (None: each stage makes its own)
+                  ) -> dict:
+    "The `train_stage` arguments both stages share (the prefix cache if `cfg.prefix_cache` and the LM stays frozen)."
+    return dict(batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps, warmup_frac=cfg.warmup_frac,
+                weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                save_every_steps=cfg.save_every_steps, verbose=verbose, accelerator=accelerator,
+                prefix_cache=shared_prefix_cache(lm) if cfg.prefix_cache and cfg.lm_mode == "frozen" else None)
+
+def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector trainable (`condition_vlm`)
+                 tok,               # its tokenizer
+                 data: dict,        # `condition_data`: `pretrain` and `sft` records, the embedding `index`, `use_image`
+                 cfg: TrainConfig,  # both stages' steps and learning rates, `k`, `max_len`, and stage 2's `lm_mode`
+                 out: Path,         # the checkpoint folder: the stages' resume states go to `stage1/` and `stage2/`
+                 common: dict       # `stage_settings` (`verbose` included)
+                ) -> tuple[dict, int]:
+    "Stage 1 (the projector alone, on the captions), then stage 2 (on the instructions): `(logs, n_sft)`."
+    logs = {}
     if cfg.pretrain_steps and data["use_image"] and data["pretrain"]:
-        ds = VLMDataset(data["pretrain"], tok, index, template="plain", k=cfg.k, max_len=cfg.max_len)
-        if verbose: print(f"[train] {name}: stage 1 on {len(ds)} captions")
+        ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len)
+        if common["verbose"]: print(f"[train] {out.name}: stage 1 on {len(ds)} captions")
         logs["pretrain"] = train_stage(vlm, ds, cfg.pretrain_steps, cfg.pretrain_lr, ckpt_dir=out / "stage1", **common)
-    set_trainable(vlm, cfg.lm_mode)
-    ds = VLMDataset(data["sft"], tok, index, template="chat", k=cfg.k, max_len=cfg.max_len, use_image=data["use_image"])
-    if verbose: print(f"[train] {name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
+    set_trainable(vlm, cfg.lm_mode)                                           # stage 2 trains the LM too, per `lm_mode`
+    ds = VLMDataset(data["sft"], tok, data["index"], template="chat", k=cfg.k, max_len=cfg.max_len,
+                    use_image=data["use_image"])
+    if common["verbose"]: print(f"[train] {out.name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
     logs["sft"] = train_stage(vlm, ds, cfg.sft_steps, cfg.sft_lr, ckpt_dir=out / "stage2", **common)
+    return logs, len(ds)
+
+# %% ../nbs/32_train.ipynb #a257660f
+def train_condition(run: RunFolder,            # the run folder: data come from it, the checkpoint goes to `vlm/<name>/`
+                    method: str,               # a condition of `CONDITIONS`
+                    cfg: TrainConfig,          # both stages' settings
+                    text_store: str = "text",  # which captions stand in for the images (`TEXT_STORES`)
+                    verbose: bool = True,      # print progress
+                    accelerator=None           # an `accelerate.Accelerator` (None: each stage makes its own)
+                   ) -> Path:
+    "Train (or reuse) the VLM of condition `method` under `cfg`; returns its checkpoint folder `vlm/<name>/`."
+    name = condition_name(method, cfg, text_store)
+    out, key = run.path("vlm", name), condition_key(method, cfg, text_store)
+    if is_trained(out, key):
+        if verbose: print(f"[train] reusing {out}")
+        return out
+    mark_pending(out, key)
+    lm, tok, data = condition_inputs(run, method, cfg, text_store)
+    vlm = condition_vlm(lm, tok, data["index"], cfg)
+    if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
+    t0 = time.time()
+    logs, n_sft = train_stages(vlm, tok, data, cfg, out, stage_settings(cfg, lm, verbose, accelerator))
     save_vlm(vlm, out, tok)
-    atomic_write_json(done, {"config": key, "name": name, "train_s": round(time.time() - t0, 2),
-                             "n_pretrain": len(data["pretrain"]), "n_sft": len(ds), "dropped_sft": data["dropped"],
-                             "trainable_params": n_trainable(vlm), "log": logs})
-    for st in ("stage1", "stage2"): (out / st / "train_state.pt").unlink(missing_ok=True)   # done: keep only the checkpoint
-    pending.unlink(missing_ok=True)
+    atomic_write_json(out / "train_config.json", {"config": key, "name": name, "train_s": round(time.time() - t0, 2),
+                      "n_pretrain": len(data["pretrain"]), "n_sft": n_sft, "dropped_sft": data["dropped"],
+                      "trainable_params": n_trainable(vlm), "log": logs})
+    clear_pending(out)
     return out
 
 # %% ../nbs/32_train.ipynb #500b3069

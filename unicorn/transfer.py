@@ -79,7 +79,11 @@ def _noise(shape, sigma2: float, rng) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng()
     return (rng.standard_normal(shape) * np.sqrt(sigma2)).astype(np.float32)
 
-def shift_c3(u, mu_t, sigma2: float = 0.016, rng=None) -> np.ndarray:
+def shift_c3(u,                      # text embeddings [n, d]
+             mu_t,                   # the text mean [d] that is subtracted
+             sigma2: float = 0.016,  # variance of the added Gaussian noise (0: none)
+             rng=None,               # a numpy Generator for the noise (None: a fresh, unseeded one)
+            ) -> np.ndarray:
     "C3: `Norm(u - mu_t + eps)`, eps ~ N(0, sigma2 I)."
     u = np.asarray(u, np.float32)
     return l2norm(u - np.asarray(mu_t, np.float32) + _noise(u.shape, sigma2, rng))
@@ -98,7 +102,13 @@ TRANSFER_METHODS: dict[str, Callable] = {
 _NEEDS = {"none": (), "unicorn_code": ("mu_t",), "unicorn_paper": ("mu_t",), "oracle": ("mu_t", "mu_i"),
           "c3": ("mu_t",), "capdec": ()}
 
-def apply_transfer(method: str, u, mu_t=None, mu_i=None, sigma2: float = 0.016, rng=None) -> np.ndarray:
+def apply_transfer(method: str,            # a key of `TRANSFER_METHODS`
+                   u,                      # text embeddings [n, d]
+                   mu_t=None,              # text mean [d] (needed by every method but 'none' and 'capdec')
+                   mu_i=None,              # image mean [d] (needed by 'oracle' only)
+                   sigma2: float = 0.016,  # noise variance of 'c3' and 'capdec' (ignored by the others)
+                   rng=None,               # a numpy Generator for that noise (None: a fresh, unseeded one)
+                  ) -> np.ndarray:
     "Apply transfer `method` (a key of `TRANSFER_METHODS`) to rows `u`, passing only the statistics it uses."
     if method not in TRANSFER_METHODS: raise ValueError(f"unknown transfer method {method!r}: choose one of {list(TRANSFER_METHODS)}")
     have = {"mu_t": mu_t, "mu_i": mu_i}
@@ -115,8 +125,15 @@ def _shard_index(p: Path) -> int:
     if not m: raise ShardError(f"{p}: not a part-NNNNN shard name")
     return int(m.group(1))
 
-def transfer_shards(src: EmbeddingShards, dst: EmbeddingShards, method: str, mu_t=None, mu_i=None,
-                    sigma2: float = 0.016, seed: int = 0, progress: bool = True) -> dict:
+def transfer_shards(src: EmbeddingShards,   # the text-embedding shards to transfer
+                    dst: EmbeddingShards,   # where the results go (shards already there are kept: resume)
+                    method: str,            # a key of `TRANSFER_METHODS`
+                    mu_t=None,              # text mean [d] (None: `src`'s own if `method` needs it)
+                    mu_i=None,              # image mean [d], needed by 'oracle'
+                    sigma2: float = 0.016,  # noise variance of 'c3' and 'capdec'
+                    seed: int = 0,          # noise seed: shard k draws from the generator seeded `[seed, k]`
+                    progress: bool = True,  # show a progress bar
+                   ) -> dict:
     "Write `method`-transferred copies of `src`'s shards into `dst`, shard by shard (resumable); returns counts."
     if method not in TRANSFER_METHODS: raise ValueError(f"unknown transfer method {method!r}: choose one of {list(TRANSFER_METHODS)}")
     paths = src.shard_paths()
@@ -151,8 +168,15 @@ def _ray_transfer_batch(records: list[dict]) -> list[dict]:
         out.append({"k": r["k"], "rows": len(sh.ids)})
     return out
 
-def transfer_shards_ray(src: EmbeddingShards, dst: EmbeddingShards, method: str, mu_t=None, mu_i=None,
-                        sigma2: float = 0.016, seed: int = 0, num_cpus: int | None = None) -> dict:
+def transfer_shards_ray(src: EmbeddingShards,         # the text-embedding shards to transfer
+                        dst: EmbeddingShards,         # where the results go (shards already there are kept: resume)
+                        method: str,                  # a key of `TRANSFER_METHODS`
+                        mu_t=None,                    # text mean [d] (None: `src`'s own if `method` needs it)
+                        mu_i=None,                    # image mean [d], needed by 'oracle'
+                        sigma2: float = 0.016,        # noise variance of 'c3' and 'capdec'
+                        seed: int = 0,                # noise seed: shard k draws from the generator seeded `[seed, k]`
+                        num_cpus: int | None = None,  # CPUs for Ray if it is not running yet (None: all of them)
+                       ) -> dict:
     "`transfer_shards` with the per-shard work distributed by Ray Data (same output, resumable)."
     from unicorn.scale import ray_map_batches
     if method not in TRANSFER_METHODS: raise ValueError(f"unknown transfer method {method!r}: choose one of {list(TRANSFER_METHODS)}")
@@ -191,7 +215,12 @@ def prepare_images(emb, method: str, mean=None) -> np.ndarray:
     return center_images(emb, mean, renorm) if centre else np.asarray(emb, np.float32).copy()
 
 # %% ../nbs/21_transfer.ipynb #bce2dc5a
-def center_image_shards(src: EmbeddingShards, dst: EmbeddingShards, method: str, mean=None, progress: bool = True) -> dict:
+def center_image_shards(src: EmbeddingShards,   # real image-embedding shards
+                        dst: EmbeddingShards,   # where the results go (shards already there are kept: resume)
+                        method: str,            # the method the VLM was trained on (a key of `TEST_TIME_CENTRING`)
+                        mean=None,              # the image mean [d] to subtract (None: `src`'s own, streamed)
+                        progress: bool = True,  # show a progress bar
+                       ) -> dict:
     "Write `prepare_images(shard, method, mean)` for each shard of `src` into `dst` (mean: `src`'s own, streaming)."
     if TEST_TIME_CENTRING.get(method, (False,))[0] and mean is None: mean = streaming_mean(src)
     counts = {"shards": 0, "written": 0, "resumed": 0}

@@ -100,7 +100,13 @@ class UnicornVLM(nn.Module):
         vis = self.projector(self.cfg.input_scale * image_emb.to(self.device, torch.float32)).to(h.dtype)   # [B, H]
         return torch.where(is_img[..., None], vis[:, None, :].expand_as(h), h)
 
-    def forward(self, input_ids, attention_mask=None, image_emb=None, labels=None, position_ids=None, **kw):
+    def forward(self,
+                input_ids,               # token ids [B, T]; `<image>` positions get the projected image embedding
+                attention_mask=None,     # [B, T]: 1 for real tokens, 0 for padding (None: every token is real)
+                image_emb=None,          # one image embedding per row [B, emb_dim] (None: a text-only batch)
+                labels=None,             # target ids [B, T], -100 = not scored (None: no loss, all logits)
+                position_ids=None,       # [B, T] positions (None: the LM counts from 0, or from the cache's length)
+                **kw):                   # passed on to the LM (`past_key_values`, `use_cache`, `logits_to_keep`, ...)
         """The LM's output on the mixed text + visual input. With `labels` (-100 = ignored) it carries the mean
         next-token `loss` over the labelled tokens, and `logits` only at the positions that loss scores
         (`[B, P, V]`): the vocabulary projection is about a fifth of a small LM's compute, and answers are a few tokens."""
@@ -114,7 +120,11 @@ class UnicornVLM(nn.Module):
         return type(out)(loss=loss, logits=out.logits)
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, image_emb=None, **kw):
+    def generate(self,
+                 input_ids,              # prompt token ids [B, T], left-padded
+                 attention_mask=None,    # [B, T]: 1 for real tokens, 0 for padding (None: every token is real)
+                 image_emb=None,         # one image embedding per row [B, emb_dim] (None: text-only prompts)
+                 **kw):                  # passed on to the LM's `generate` (`max_new_tokens`, `eos_token_id`, ...)
         "Greedy (by default) generation after the prompt; returns only the new token ids."
         kw.setdefault("do_sample", False)
         return self.lm.generate(inputs_embeds=self.embed(input_ids, image_emb), attention_mask=attention_mask, **kw)
@@ -122,8 +132,12 @@ class UnicornVLM(nn.Module):
 # %% ../nbs/30_vlm.ipynb #50e77fcf
 LM_MODES = ("frozen", "full", "lora")
 
-def set_trainable(vlm: UnicornVLM, lm_mode: str = "frozen", lora_r: int = 8, lora_alpha: int = 16,
-                  lora_targets: tuple = ("q_proj", "v_proj")) -> UnicornVLM:
+def set_trainable(vlm: UnicornVLM,                           # changed in place (and returned)
+                  lm_mode: str = "frozen",                    # "frozen" (projector only), "full" (all of the LM), "lora"
+                  lora_r: int = 8,                            # LoRA rank (`lm_mode="lora"` only)
+                  lora_alpha: int = 16,                       # LoRA scale: updates are scaled by lora_alpha / lora_r
+                  lora_targets: tuple = ("q_proj", "v_proj")  # names of the LM modules that get LoRA adapters
+                 ) -> UnicornVLM:
     "Freeze or unfreeze the LM per `lm_mode` (wrapping it in LoRA adapters for `lora`); the projector always trains."
     if lm_mode not in LM_MODES: raise ValueError(f"unknown lm_mode {lm_mode!r}: choose one of {list(LM_MODES)}")
     if lm_mode == "lora":

@@ -192,8 +192,14 @@ def plain_pieces(tok, conversations: list[dict]) -> list[tuple[str, bool]]:
     "LLaVA's `plain` pre-training template: the image placeholder, then the answer (the caption) and EOS."
     return [(IMAGE_TOKEN, False), (conversations[-1]["value"].strip() + tok.eos_token, True)]
 
-def tokenize_record(tok, rec: dict, template: str = "chat", k: int = 1, max_len: int = 512,
-                    use_image: bool = True, system: str | None = SYSTEM_PROMPT) -> dict:
+def tokenize_record(tok,                                # the LM's tokenizer (gets `<image>` if it lacks it)
+                    rec: dict,                          # a LLaVA record: `id` and `conversations` (human/gpt turns)
+                    template: str = "chat",             # "chat" (the tokenizer's chat template) or "plain" (stage 1)
+                    k: int = 1,                         # visual tokens the `<image>` placeholder expands to
+                    max_len: int = 512,                 # tokens kept, the image counted once (its k tokens come on top)
+                    use_image: bool = True,             # False: `<image>` is removed from the text (text-only)
+                    system: str | None = SYSTEM_PROMPT  # the chat template's system turn (None: none)
+                   ) -> dict:
     "`{input_ids, labels}` of `rec` with `<image>` expanded to `k` tokens (dropped if not `use_image`)."
     conv = rec["conversations"]
     if not use_image:
@@ -272,7 +278,11 @@ def caption_records(captions: list[dict]) -> list[dict]:
             {"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": c["caption"]}]})
     return out
 
-def easyvqa_records(questions, image_of: dict, seed: int = 0, image_position: str = "before_text") -> tuple[list[dict], int]:
+def easyvqa_records(questions,                          # easy-VQA questions (`qid`, `split`, `image_id`, ...)
+                    image_of: dict,                      # "<split>-img<id>" -> an embedding id, or a list to draw from
+                    seed: int = 0,                       # seeds the draws from the lists of `image_of`
+                    image_position: str = "before_text"  # `<image>` in the prompt: "before_text" or "after_text"
+                   ) -> tuple[list[dict], int]:
     "easy-VQA train questions as records whose `image` is `image_of[image id]` (a list: one picked per question); also the count dropped for lack of one."
     rng = np.random.default_rng(seed)
     out, dropped = [], 0
