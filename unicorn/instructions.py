@@ -14,7 +14,7 @@ import jsonschema
 import numpy as np
 
 from .llm import LLMBackend, Sampling
-from .runs import JsonlShards, map_shards, atomic_write_json, atomic_write_bytes
+from .runs import JsonlShards, map_shards, atomic_write_json, atomic_write_bytes, clean_orphan_tmp
 from .captions import words, backend_for, text_problem, storable
 
 # %% auto #0
@@ -389,7 +389,7 @@ def _write_qa(out: Path, res: list[dict]) -> tuple[list[dict], list[dict]]:
     ok = [r for r in res if r["status"] == "ok"]
     llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
     check_llava(llava)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True); clean_orphan_tmp(out, recursive=False)   # a killed earlier write's temp files
     atomic_write_json(out / "llava.json", llava)
     rejected = [r for r in res if r["status"] != "ok"]
     # json.dumps writes ASCII: a reply's U+2028 cannot split a line

@@ -89,7 +89,8 @@ def check_ids(where, ids, n_rows: int) -> list[str]:
 class JsonlShards:
     "A folder of `part-NNNNN.jsonl` shards of JSON records."
     suffix = ".jsonl"
-    def __init__(self, root: Path | str): self.root = Path(root)
+    def __init__(self, root: Path | str):
+        self.root = Path(root); clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
     def path(self, k: int) -> Path: return self.root / f"part-{k:05d}{self.suffix}"
     def exists(self, k: int) -> bool: return self.path(k).exists()
     def shard_paths(self) -> list[Path]: return sorted(self.root.glob(f"part-*{self.suffix}"))
@@ -120,7 +121,8 @@ class EmbeddingShard:
 class EmbeddingShards:
     "A folder of `part-NNNNN.safetensors` shards: float16 `embeddings` [n, d] and their ids in the metadata."
     suffix = ".safetensors"
-    def __init__(self, root: Path | str, dim: int | None = None): self.root, self.dim = Path(root), dim
+    def __init__(self, root: Path | str, dim: int | None = None):
+        self.root, self.dim = Path(root), dim; clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
     path, exists, shard_paths = JsonlShards.path, JsonlShards.exists, JsonlShards.shard_paths
     def write(self, k: int, payload: EmbeddingShard | tuple) -> Path:
         "Write `(ids, emb)` as shard `k` (float16), atomically, after checking it."
