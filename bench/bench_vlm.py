@@ -54,16 +54,16 @@ def one_variant(lm_name: str, k: int, batch: int, steps: int, dtype: str) -> dic
     from unicorn.runs import peak_rss_mb
     from unicorn.vlm import UnicornVLM, set_trainable
     from unicorn.vlm_data import VLMDataset
-    from unicorn.train import train_stage
+    from unicorn.train import StageSchedule, train_stage
     rss0 = peak_rss_mb()
     lm, tok = load_lm(lm_name, dtype)
     rss_model = peak_rss_mb()
     recs = bench_records()
-    v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=384, k=k, lm_source="external"), "frozen")
+    v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=384, k=k), "frozen")
     ds = VLMDataset(recs, tok, ConstIndex(), k=k, max_len=2048)
     seq = len(ds[0]["input_ids"])
-    train_stage(v, ds, steps=1, lr=1e-4, batch_size=batch, verbose=False)                # warm-up step, not timed
-    t0 = time.time(); train_stage(v, ds, steps=steps, lr=1e-4, batch_size=batch, verbose=False); dt = time.time() - t0
+    train_stage(v, ds, StageSchedule(steps=1, lr=1e-4, batch_size=batch), verbose=False)                # warm-up step, not timed
+    t0 = time.time(); train_stage(v, ds, StageSchedule(steps=steps, lr=1e-4, batch_size=batch), verbose=False); dt = time.time() - t0
     cuda = torch.cuda.is_available()
     return {"k": k, "seq_len": seq, "samples_per_s": round(batch * steps / dt, 3), "s_per_step": round(dt / steps, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_model_load_mb": round(rss_model, 1),
@@ -77,7 +77,7 @@ def bench_loss_head(lm_name: str, batch: int, reps: int, dtype: str) -> dict:
     from unicorn.vlm import UnicornVLM, set_trainable
     from unicorn.vlm_data import VLMDataset, collate
     lm, tok = load_lm(lm_name, dtype)
-    v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=384, k=1, lm_source="external"), "frozen")
+    v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=384, k=1), "frozen")
     ds = VLMDataset(bench_records(), tok, ConstIndex(), k=1, max_len=2048)
     b = collate([ds[i] for i in range(batch)], tok.pad_token_id)
     def answer_only(): return v(**b).loss

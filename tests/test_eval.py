@@ -1,9 +1,10 @@
-"Evaluation: the lmms-eval adapter answers hand-made requests; answer ranking matches full scoring."
+"Evaluation: the lmms-eval model answers hand-made requests; answer ranking matches full scoring; test-time centring."
 import numpy as np, pytest
 from lmms_eval.api.instance import Instance
 from unicorn.fixtures import tiny_llama
 from unicorn.vlm import UnicornVLM
-from unicorn.evaluate import prompt_ids, rank_answers, register_lmms_adapter, score_continuations
+from unicorn.evaluate import prompt_ids, rank_answers, score_continuations
+from unicorn.lmms import UnicornLMM
 from unicorn.vlm_data import vqa_prompt
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def _meta(i): return {"task": "toy", "doc_id": i, "repeats": 1}
 
 def test_lmms_adapter_hand_made_requests(vlm_tok):
     vlm, tok = vlm_tok
-    A = register_lmms_adapter()
+    A = UnicornLMM
     ad = A(vlm=vlm, tok=tok, image_encoder=lambda vis: EMB[[v for v in vis]], center_mean=EMB.mean(0))
     ad.task_dict = {"toy": {"test": [{"img": 0, "q": "What shape?", "a": "circle"}, {"img": 1, "q": "Is it red?", "a": "no"}]}}
     vis = lambda d: [d["img"]]
@@ -25,7 +26,7 @@ def test_lmms_adapter_hand_made_requests(vlm_tok):
                            Instance("loglikelihood", ("Is it red?", lambda d: d["a"], vis, 1, "toy", "test"), 1, _meta(1))])
     direct = score_continuations(vlm, [prompt_ids(tok, "<image>\nIs it red?", 3)], [tok("no", add_special_tokens=False).input_ids],
                                  EMB[1:2] - EMB.mean(0), tok.pad_token_id)[0][0]
-    assert len(ll) == 2 and ll[1][0] == pytest.approx(direct, abs=1e-4) and all(isinstance(g, bool) for _, g in ll)
+    assert len(ll) == 2 and ll[1][0] == pytest.approx(-direct, abs=1e-4) and all(isinstance(g, bool) for _, g in ll)   # the loss
     gen = ad.generate_until([Instance("generate_until", ("What shape?", {"until": ["."], "max_new_tokens": 4}, vis, 0, "toy", "test"), 0, _meta(0))])
     assert len(gen) == 1 and isinstance(gen[0], str) and "." not in gen[0]
     # the same request without the image encoder is a text-only prompt: a different log-likelihood
@@ -53,7 +54,8 @@ def test_evaluate_checkpoint_caches_per_centring_and_mode(tmp_path, monkeypatch)
     ids = sorted({f"test-img{i}" for i in q.image_id})
     EmbeddingShards(run.path("emb", "image_test"), dim=6).write(0, (ids, np.random.default_rng(0).standard_normal((len(ids), 6))))
     lm, tok = tiny_llama(seed=3)
-    ck = tmp_path / "ck"; save_vlm(UnicornVLM.from_lm(lm, tok, emb_dim=6, k=1), ck, tok)
+    v = UnicornVLM.from_lm(lm, tok, emb_dim=6, k=1); v.cfg.lm_weights = "saved"     # the LM saved with it (no base LM by name)
+    ck = tmp_path / "ck"; save_vlm(v, ck, tok)
     (ck / "train_config.json").write_text(json.dumps({"config": {"method": "unicorn_code"}}))
     calls = []
     real = ev.evaluate_vlm
@@ -64,3 +66,22 @@ def test_evaluate_checkpoint_caches_per_centring_and_mode(tmp_path, monkeypatch)
     assert calls == [["likelihood"], ["likelihood"], ["generate"], ["generate"]]     # raw + centred, then only the new mode
     assert r1["raw"]["likelihood"] == r2["raw"]["likelihood"] and set(r3["centred"]) == {"generate"}
     assert (ck / "preds_centred_generate.csv").exists() and (ck / "preds_raw_likelihood.csv").exists()
+
+
+def test_test_image_embeddings_paper_and_c3_centring(tmp_path):
+    "ṽ = v − E[V] everywhere: the test set's own mean ('paper' / True), or the training images' ('c3'); never re-normalised."
+    from unicorn.evaluate import test_image_embeddings
+    from unicorn.runs import EmbeddingShards, RunFolder
+    from unicorn.transfer import save_stats
+    run = RunFolder(tmp_path / "run", profile="mini")
+    v = np.random.default_rng(4).standard_normal((5, 6)).astype(np.float32)
+    ids = [f"test-img{i}" for i in range(5)]
+    EmbeddingShards(run.embeddings("image_test"), dim=6).write(0, (ids, v))
+    mu_train = np.arange(6.)
+    save_stats(run.emb_stats, mu_image_train=mu_train, mu_image_test=v.mean(0))
+    raw = test_image_embeddings(run, ids[:2], False)
+    np.testing.assert_allclose(raw, v[:2], atol=1e-3)                           # shards store float16
+    for c in (True, "paper"):
+        np.testing.assert_allclose(test_image_embeddings(run, ids[:2], c), raw - test_image_embeddings(run, ids, False).mean(0), atol=1e-5)
+    np.testing.assert_allclose(test_image_embeddings(run, ids[:2], "c3"), raw - mu_train, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown centring"): test_image_embeddings(run, ids[:2], "mine")

@@ -144,3 +144,27 @@ def test_safe_stem_property(a, b):
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*_3\.png", name) and len(safe_stem(rid)) <= 59
         assert (Path("/out/images") / name).resolve().parent == Path("/out/images")
     assert (safe_stem(a) == safe_stem(b)) == (a == b)
+
+
+def test_clip_score_is_hessels():
+    "CLIPScore = 2.5 · max(cos, 0) (Hessel et al. 2021, §3), not the ×100 convention."
+    from unicorn.synthvlm import clip_score, with_prefix, CLIPSCORE_PREFIX
+    assert clip_score(1.0) == 2.5 and clip_score(-0.3) == 0 and abs(clip_score(0.3) - 0.75) < 1e-12
+    assert with_prefix(["a dog"], CLIPSCORE_PREFIX) == ["A photo depicts a dog"] == with_prefix(["a dog"], "A photo depicts ")
+
+
+def test_paper_scoring_uses_the_prefix_and_clipscore_alone(tiny_path, encoder, tmp_path):
+    "The paper preset's settings: captions scored behind 'A photo depicts', kept by CLIPScore with no SSIM term."
+    seen = []
+    enc_t = lambda texts: (seen.extend(texts), encoder[0](texts))[1]
+    recs = [{"id": f"c{i}", "caption": t} for i, t in enumerate(["a red circle", "a blue square", "two green triangles"])]
+    st = synthesize(recs, load_diffusion(str(tiny_path), kind="sdxl"), enc_t, encoder[1], tmp_path, n=2, steps=2,
+                    height=16, width=16, top_frac=1.0, score_clip_weight=2.5, use_ssim=False,
+                    text_prefix="A photo depicts", progress=False)
+    assert st["use_ssim"] is False and st["text_prefix"] == "A photo depicts"
+    assert sorted(set(seen)) == ["A photo depicts a blue square", "A photo depicts a red circle",
+                                 "A photo depicts two green triangles"]
+    sel = [json.loads(l) for l in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    for s in sel:
+        assert s["ssim"] == 0.0 and abs(s["score"] - 2.5 * max(s["cos"], 0)) < 1e-12 and s["score"] == s["clip_score"]
+        assert not s["caption"].startswith("A photo depicts")              # the stored caption is the caption

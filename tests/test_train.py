@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from unicorn.fixtures import tiny_llama
 from unicorn.runs import EmbeddingShards, JsonlShards, RunFolder
-from unicorn.train import train_stage
+from unicorn.train import StageSchedule, train_stage
 from unicorn.vlm import UnicornVLM, set_trainable
 from unicorn.vlm_data import EmbeddingIndex, VLMDataset, caption_records
 
@@ -23,8 +23,26 @@ def test_tiny_model_loss_falls(tmp_path):
     lm, tok = tiny_llama()
     v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=8, k=2), "full")
     ds = VLMDataset(caption_records(list(JsonlShards(run.path("captions")))), tok, EmbeddingIndex(run.path("synthetic", "unicorn_code")), "plain", k=2)
-    log = train_stage(v, ds, steps=25, lr=3e-3, batch_size=4, verbose=False)
+    log = train_stage(v, ds, StageSchedule(steps=25, lr=3e-3, batch_size=4), verbose=False)
     assert np.mean(log["loss"][-5:]) < 0.7 * np.mean(log["loss"][:3]), log["loss"]
+
+def test_accumulating_run_resumed_from_accelerate_state_equals_uninterrupted(tmp_path):
+    "Stopped after 3 of 8 steps (checkpoints every 2, accumulation over 2), resumed by `accelerator.load_state`: the same model."
+    run = _tiny_run(tmp_path / "run")
+    def fresh():
+        lm, tok = tiny_llama()
+        v = set_trainable(UnicornVLM.from_lm(lm, tok, emb_dim=8, k=2), "full")
+        return v, VLMDataset(caption_records(list(JsonlShards(run.path("captions")))), tok, EmbeddingIndex(run.path("synthetic", "unicorn_code")), "plain", k=2)
+    sch = StageSchedule(steps=8, lr=3e-3, batch_size=4, grad_accum_steps=2, save_every_steps=2)
+    (a, ds), (b, dsb) = fresh(), fresh()
+    ref = train_stage(a, ds, sch, verbose=False)
+    train_stage(b, dsb, sch, ckpt_dir=tmp_path / "ck", stop_after=3, verbose=False)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["progress.json", "state-3"]      # older states removed
+    assert json.loads((tmp_path / "ck" / "progress.json").read_text())["step"] == 3
+    c, dsc = fresh()
+    log = train_stage(c, dsc, sch, ckpt_dir=tmp_path / "ck", verbose=False)
+    assert log["step"] == list(range(1, 9)) and np.allclose(log["loss"], ref["loss"], atol=1e-5)
+    for (n, p), (_, q) in zip(a.named_parameters(), c.named_parameters()): assert np.allclose(p.detach(), q.detach(), atol=1e-5), n
 
 def test_accelerate_launch_one_cpu_process(tmp_path):
     _tiny_run(tmp_path / "run")

@@ -2,6 +2,8 @@
 import json
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 from safetensors.numpy import save
 
 from unicorn.runs import EmbeddingShards, ShardError
@@ -97,9 +99,37 @@ def test_center_images():
     v = np.array([[1., 0.], [0., 1.], [1., 1.]])
     np.testing.assert_allclose(center_images(v), v - 2 / 3, atol=1e-6)
     np.testing.assert_allclose(center_images(v, mean=[0., 1.]), [[1., -1.], [0., 0.], [1., 0.]])
-    np.testing.assert_allclose(np.linalg.norm(prepare_images(v, "unicorn_paper"), axis=1), 1, atol=1e-6)
-    np.testing.assert_allclose(prepare_images(v, "unicorn_code"), v - 2 / 3, atol=1e-6)
+    for m in ("unicorn_code", "unicorn_paper", "c3"):                   # one definition: ṽ = v − E[V], not re-normalised
+        np.testing.assert_allclose(prepare_images(v, m), v - 2 / 3, atol=1e-6)
     np.testing.assert_allclose(prepare_images(v, "capdec"), v)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
+                  elements=st.floats(-10, 10, width=32)))
+def test_centring_is_one_subtraction(v):
+    "For every centring method prepare_images is v − (own mean) by default and v − E[V] for a given E[V]; never scaled."
+    from unicorn.transfer import TEST_TIME_CENTRING
+    mu = np.linspace(-1, 1, v.shape[1])
+    for m, (centre, centring) in TEST_TIME_CENTRING.items():
+        want = v - v.astype(np.float64).mean(0) if centre else v
+        np.testing.assert_allclose(prepare_images(v, m), want, atol=1e-4)
+        np.testing.assert_allclose(prepare_images(v, m, mean=mu), v - mu if centre else v, atol=1e-5)
+        assert centring in ((None,) if not centre else ("paper",))
+
+
+def test_center_image_shards_paper_and_c3(tmp_path):
+    from unicorn.transfer import center_image_shards, centring_mean
+    v = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
+    src = EmbeddingShards(tmp_path / "img"); src.write(0, ([f"i{j}" for j in range(4)], v[:4])); src.write(1, ([f"i{j}" for j in range(4, 7)], v[4:]))
+    stored = src.load_all().emb.astype(np.float64)
+    center_image_shards(src, EmbeddingShards(tmp_path / "paper"), "unicorn_paper", progress=False)
+    np.testing.assert_allclose(EmbeddingShards(tmp_path / "paper").load_all().emb, stored - stored.mean(0), atol=2e-3)
+    mu_train = centring_mean("c3", {"mu_image_train": np.full(4, .5)})
+    center_image_shards(src, EmbeddingShards(tmp_path / "c3"), "unicorn_code", mean=mu_train, centring="c3", progress=False)
+    np.testing.assert_allclose(EmbeddingShards(tmp_path / "c3").load_all().emb, stored - .5, atol=2e-3)
+    with pytest.raises(ValueError, match="mu_image_train"):
+        center_image_shards(src, EmbeddingShards(tmp_path / "x"), "c3", centring="c3", progress=False)
 
 
 def test_ray_transfer_matches_streaming(tmp_path):

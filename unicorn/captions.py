@@ -13,15 +13,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .llm import LLMBackend, Sampling, get_backend
-from .runs import JsonlShards, map_shards, atomic_write_json
+from .runs import JsonlShards, RunLayout, map_shards, atomic_write_json
 
 # %% auto #0
-__all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'SEED_WORDS', 'CAPTION_PROMPTS', 'EASYVQA_SYNONYMS', 'ATTRIBUTE_VOCABS',
-           'PRESETS', 'caption_messages', 'caption_prompt', 'easyvqa_vocab', 'attribute_vocab', 'find_attributes',
-           'attribute_check', 'seed_similarity', 'text_problem', 'storable', 'clean_caption', 'words', 'reject_reason',
-           'shingles', 'jaccard', 'minhash', 'near_duplicates', 'caption_stats', 'judge_reply', 'expand_shard',
-           'finalize_captions', 'CaptionsConfig', 'backend_for', 'sampling_for', 'similarity_encoder_for',
-           'run_captions', 'plot_caption_stats']
+__all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'SEED_WORDS', 'CAPTION_PROMPTS', 'PAPER_CAPTION_PROMPT', 'EASYVQA_SYNONYMS',
+           'ATTRIBUTE_VOCABS', 'PRESETS', 'caption_messages', 'caption_prompt', 'caption_chat', 'easyvqa_vocab',
+           'attribute_vocab', 'find_attributes', 'attribute_check', 'seed_similarity', 'text_problem', 'storable',
+           'clean_caption', 'words', 'reject_reason', 'shingles', 'jaccard', 'near_duplicates', 'caption_stats',
+           'judge_reply', 'expand_shard', 'finalize_captions', 'CaptionsConfig', 'backend_for', 'sampling_for',
+           'similarity_encoder_for', 'run_captions', 'plot_caption_stats']
 
 # %% ../nbs/12_captions.ipynb #ed64051a
 CAPTION_SYSTEM = (
@@ -51,6 +51,21 @@ def caption_prompt(name: str) -> str:
     "The system rule called `name` in `CAPTION_PROMPTS`."
     if name not in CAPTION_PROMPTS: raise ValueError(f"unknown caption prompt {name!r}: choose one of {sorted(CAPTION_PROMPTS)}")
     return CAPTION_PROMPTS[name]
+
+# %% ../nbs/12_captions.ipynb #1fe918cd
+PAPER_CAPTION_PROMPT = (   # Unicorn, arXiv 2503.22655v2, App. C "Detailed Caption" (as published; <seed> = the seed)
+    "Please expand the given image caption to include observable, objective, and reasonable details, avoiding any "
+    "literary rhetoric, subjective judgments, or emotional tones. Please focus especially on depicting the detailed "
+    "features of the primary subject, ensuring a clear and specific caption of its appearance and structure, while "
+    "making all details as comprehensive and concrete as possible. Ensure the caption remains natural and all content "
+    "is presented in a single paragraph. The image caption is as follows: <seed>")
+CAPTION_PROMPTS["paper"] = PAPER_CAPTION_PROMPT
+
+def caption_chat(seed: str, name: str = "default") -> list[dict]:
+    "The chat of caption prompt `name` for `seed`: a `<seed>` template as one user turn (zero-shot), else rule + example."
+    text = caption_prompt(name)
+    if "<seed>" in text: return [{"role": "user", "content": text.replace("<seed>", seed)}]
+    return caption_messages(seed, system=text)
 
 # %% ../nbs/12_captions.ipynb #87ac61a0
 EASYVQA_SYNONYMS = {"gray": ("grey",), "circle": ("circles", "circular", "round"),
@@ -178,33 +193,21 @@ def jaccard(a: set, b: set) -> float:
     "|a ∩ b| / |a ∪ b| (0 for two empty sets)."
     return len(a & b) / len(a | b) if (a or b) else 0.0
 
-_P = (1 << 61) - 1
-def minhash(sh: set[str], num_perm: int = 64, seed: int = 0) -> np.ndarray:
-    "MinHash signature of a shingle set: `num_perm` minima of universal hashes (a·x + b mod 2^61−1)."
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, _P, num_perm, dtype=np.uint64); b = rng.integers(0, _P, num_perm, dtype=np.uint64)
-    if not sh: return np.full(num_perm, _P, dtype=np.uint64)
-    x = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=7).digest(), "little") for s in sh],
-                 dtype=object)
-    h = (np.outer(x, a.astype(object)) + b.astype(object)) % _P
-    return h.min(axis=0).astype(np.uint64)
-
 def near_duplicates(texts: Sequence[str],    # the texts, in the order they are kept
                     threshold: float = 0.8,  # 3-gram Jaccard at or above which a text is a near-duplicate
                     bands: int = 16,         # MinHash LSH bands (more bands: more candidate pairs are checked)
-                    rows: int = 4,           # MinHash values per band (`bands * rows` permutations in all)
+                    rows: int = 4,           # MinHash values per band (`bands * rows` permutations in all; bands >= 2)
                    ) -> dict[int, int]:
     "`{i: j}` for each text `i` that is a near-duplicate (3-gram Jaccard ≥ `threshold`) of an earlier kept text `j`."
+    from datasketch import MinHash, MinHashLSH
     sh = [shingles(t) for t in texts]
-    sigs = [minhash(s, bands * rows) for s in sh]
-    buckets: dict = {}
+    sigs = MinHash.bulk([[s.encode() for s in x] for x in sh], num_perm=bands * rows, seed=0)
+    lsh = MinHashLSH(num_perm=bands * rows, params=(bands, rows))
     dup: dict[int, int] = {}
     for i, sig in enumerate(sigs):
-        keys = [(bi, sig[bi * rows:(bi + 1) * rows].tobytes()) for bi in range(bands)]
-        cands = sorted({j for k in keys for j in buckets.get(k, ())})
-        hit = next((j for j in cands if jaccard(sh[i], sh[j]) >= threshold), None)
-        if hit is not None: dup[i] = hit; continue
-        for k in keys: buckets.setdefault(k, []).append(i)
+        hit = next((j for j in sorted(lsh.query(sig)) if jaccard(sh[i], sh[j]) >= threshold), None)
+        if hit is not None: dup[i] = hit
+        else: lsh.insert(i, sig)           # only kept texts are candidates for later ones
     return dup
 
 # %% ../nbs/12_captions.ipynb #8e82da00
@@ -244,7 +247,7 @@ def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
                  min_words: int = 20,     # shorter captions are rejected
                  max_words: int = 400,    # longer captions are rejected
                  vocab: dict | None = None,  # an `attribute_vocab` for the consistency check (None: off)
-                 system: str = CAPTION_SYSTEM,  # the system rule of the prompt
+                 prompt: str = "default",  # a key of CAPTION_PROMPTS (see `caption_chat`)
                  max_retries: int = 0,    # ask again (new sampling seed) for a rejected reply, at most this often
                 ) -> list[dict]:
     "Raw Stage-1 records for a chunk of seed records: reply, cleaned caption, reject reason (None = kept), attempts."
@@ -254,7 +257,7 @@ def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
     for attempt in range(1 + (max_retries if sampling.temperature > 0 else 0)):   # greedy would repeat itself
         if not todo: break
         s = Sampling(**{**sampling.__dict__, "seed": base + 7919 * attempt})
-        replies = list(backend.generate([caption_messages(seeds[i]["seed"], system=system) for i in todo], s))
+        replies = list(backend.generate([caption_chat(seeds[i]["seed"], prompt) for i in todo], s))
         for i, reply in zip(todo, replies + [None] * (len(todo) - len(replies))):     # a missing reply: not-text
             r = seeds[i]
             cap, trunc, why = judge_reply(reply, r["seed"], min_words, max_words, vocab)
@@ -307,7 +310,7 @@ class CaptionsConfig:
     max_words: int = 400
     dedup_threshold: float = 0.8
     seed: int = 0
-    caption_prompt: str = "seed-words"        # a key of CAPTION_PROMPTS (paper: "default")
+    caption_prompt: str = "seed-words"        # a key of CAPTION_PROMPTS (paper: "paper", the paper's own prompt)
     attribute_vocab: str | None = "easyvqa"   # attribute consistency check: a vocabulary name or .json file (None/"": off)
     min_seed_similarity: float | None = None  # cosine(seed, caption) threshold under `similarity_encoder` (None: off)
     similarity_encoder: str = "minilm"        # "minilm" (packaged all-MiniLM-L6-v2) or a CLIP/SigLIP path for hf_clip
@@ -318,7 +321,7 @@ PRESETS = {
     # paper: Unicorn used Qwen2.5-72B-Instruct (as reported for the paper; serve it with vLLM, TP over 4 GPUs)
     "paper": CaptionsConfig(backend="vllm", model="Qwen/Qwen2.5-72B-Instruct", tensor_parallel_size=4,
                             shard_size=4096, max_new_tokens=768, min_words=30, max_words=600,
-                            caption_prompt="default", attribute_vocab=None, max_retries=0),
+                            caption_prompt="paper", attribute_vocab=None, max_retries=0),
 }
 
 def backend_for(cfg) -> LLMBackend:
@@ -371,18 +374,18 @@ def run_captions(seeds: list[dict],        # seed records
     "Stage 1 over `seeds` into run folder `root`: raw shards (resumable), filtered captions, rejects, statistics."
     if cfg.min_seed_similarity is not None and encoder is None:
         raise ValueError("cfg.min_seed_similarity is set: pass a text `encoder` to run_captions")
-    root = Path(root)
-    raw_store = JsonlShards(root / "captions_raw")
-    vocab, system = attribute_vocab(cfg.attribute_vocab), caption_prompt(cfg.caption_prompt)
+    lay = RunLayout(root)
+    raw_store = JsonlShards(lay.captions_raw)
+    vocab, _ = attribute_vocab(cfg.attribute_vocab), caption_prompt(cfg.caption_prompt)   # an unknown prompt fails here
     shard_info = map_shards(seeds, lambda chunk: expand_shard(chunk, backend, sampling_for(cfg), cfg.min_words,
-                                                              cfg.max_words, vocab, system, cfg.max_retries),
+                                                              cfg.max_words, vocab, cfg.caption_prompt, cfg.max_retries),
                             raw_store, cfg.shard_size, desc="stage 1 captions", progress=progress)
     raw = list(raw_store)
     kept, rejected, counts = finalize_captions(raw, cfg.dedup_threshold, encoder, cfg.min_seed_similarity)
-    out, rej = JsonlShards(root / "captions"), JsonlShards(root / "captions_rejected")
+    out, rej = JsonlShards(lay.captions), JsonlShards(lay.captions_rejected)
     for store, recs in ((out, kept), (rej, rejected)): _write_records(store, recs, cfg.shard_size)
     stats = _captions_stats(cfg, raw, kept, counts, shard_info, vocab)
-    atomic_write_json(root / "captions" / "stats.json", stats)
+    atomic_write_json(lay.captions_stats, stats)
     return stats
 
 # %% ../nbs/12_captions.ipynb #c7e14174

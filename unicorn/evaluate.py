@@ -22,7 +22,7 @@ from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_pre
 __all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers', 'rank_answers_cached',
            'normalize_answer', 'generate_answers', 'eval_questions', 'type_shares', 'accuracy_table',
            'bootstrap_interval', 'verdict', 'test_image_embeddings', 'evaluate_vlm', 'evaluate_checkpoint',
-           'register_lmms_adapter', 'EvalConfig']
+           'EvalConfig']
 
 # %% ../nbs/33_eval.ipynb #0d8fbe98
 def prompt_ids(tok,                                   # the VLM's tokenizer (gets `<image>` if it lacks it)
@@ -222,13 +222,16 @@ def verdict(low: float, high: float) -> str:
     return "higher" if low > 0 else "lower" if high < 0 else "no difference measured"
 
 # %% ../nbs/33_eval.ipynb #f054ada6
-def test_image_embeddings(run: RunFolder, image_ids: list[str], center: bool) -> np.ndarray:
-    "Real test-image embeddings of `image_ids`, centred by the whole test set's mean if `center`."
-    idx = EmbeddingIndex(run.path("emb", "image_test"))
+def test_image_embeddings(run: RunFolder, image_ids: list[str], center: bool | str) -> np.ndarray:
+    """Real test-image embeddings of `image_ids`, raw (`center=False`) or ṽ = v − E[V]: E[V] the whole test set's
+    mean (True or "paper", the Unicorn paper's) or the training images' (`"c3"`, `mu_image_train` of `run.emb_stats`)."""
+    from unicorn.transfer import center_images, centring_mean, load_stats
+    idx = EmbeddingIndex(run.embeddings("image_test"))
     v = idx.get_many(image_ids)
-    if not center: return v
-    from unicorn.transfer import center_images
-    mu = np.concatenate([np.asarray(m, np.float32) for m in idx.mats]).astype(np.float64).mean(0)   # the test set's own mean
+    if center is False: return v
+    if center in (True, "paper"):
+        mu = np.concatenate([np.asarray(m, np.float32) for m in idx.mats]).astype(np.float64).mean(0)   # the test set's own mean
+    else: mu = centring_mean(center, load_stats(run.emb_stats))
     return center_images(v, mean=mu)
 
 def evaluate_vlm(vlm: UnicornVLM,                     # the model to evaluate
@@ -271,8 +274,16 @@ def _load_checkpoint(ckpt: Path, lm=None) -> tuple:
     from transformers import AutoTokenizer
     return load_vlm(ckpt, lm=lm), AutoTokenizer.from_pretrained(ckpt / "tokenizer")
 
-def _eval_embeddings(run: RunFolder, questions: pd.DataFrame, emb_dim: int, blind: bool, center: bool) -> np.ndarray:
-    "One image embedding per question: its test image's (centred if `center`), or zeros for the blind model."
+def _centring_name(center: bool | str) -> str:
+    "The results' name of test-time centring `center`: False 'raw', True or 'paper' 'centred', 'c3' 'centred_c3'."
+    from unicorn.transfer import CENTRINGS
+    if center is False: return "raw"
+    if center is True or center == "paper": return "centred"
+    if center in CENTRINGS: return f"centred_{center}"
+    raise ValueError(f"unknown test-time centring {center!r}: False, True, or one of {list(CENTRINGS)}")
+
+def _eval_embeddings(run: RunFolder, questions: pd.DataFrame, emb_dim: int, blind: bool, center: bool | str) -> np.ndarray:
+    "One image embedding per question: its test image's (centred as `center` says), or zeros for the blind model."
     if blind: return np.zeros((len(questions), emb_dim), np.float32)     # the blind model's constant input
     return test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], center)
 
@@ -285,7 +296,7 @@ def _save_predictions(preds: pd.DataFrame, questions: pd.DataFrame, ckpt: Path, 
 def evaluate_checkpoint(run: RunFolder,                    # the run folder (test-image embeddings in `emb/image_test/`)
                         ckpt: Path | str,                  # the checkpoint folder (`train_condition`'s `vlm/<name>/`)
                         questions: pd.DataFrame,           # the test questions (`eval_questions`)
-                        centers=(False, True),             # evaluate without and/or with test-time centring
+                        centers=(False, True),             # False: raw; True or "paper": ṽ = v − E[V] (test mean); "c3": train mean
                         modes=("likelihood", "generate"),  # "likelihood" (answer ranking) and/or "generate"
                         lm=None,                           # base LM of a frozen or LoRA checkpoint (None: by its name)
                         batch_size: int = 32,              # prompts per forward pass
@@ -296,9 +307,9 @@ def evaluate_checkpoint(run: RunFolder,                    # the run folder (tes
     ckpt = Path(ckpt)
     res = _eval_cache(ckpt / "eval.json", questions)      # callers asking for other modes reuse each other's work
     blind = json.loads((ckpt / "train_config.json").read_text())["config"]["method"] == "blind"
-    vlm, tok = None, None
+    vlm, tok, names = None, None, [_centring_name(c) for c in centers]
     for c in ([False] if blind else centers):
-        name = "centred" if c else "raw"
+        name = _centring_name(c)
         todo = [m for m in modes if m not in res.get(name, {})]
         if not todo: continue
         if vlm is None: vlm, tok = _load_checkpoint(ckpt, lm)
@@ -307,90 +318,9 @@ def evaluate_checkpoint(run: RunFolder,                    # the run folder (tes
         res[name] = res.get(name, {}) | met
         _save_predictions(preds, questions, ckpt, name, todo)
         if verbose: print(f"[eval] {ckpt.name} {name}: " + ", ".join(f"{m} visual {v['visual']:.3f}" for m, v in met.items()))
-    if blind: res["centred"] = res["raw"]      # no image: centring does not apply
+    if blind: res |= {n: res["raw"] for n in names}      # no image: centring does not apply
     atomic_write_json(ckpt / "eval.json", res)
-    return {name: {m: res[name][m] for m in modes} for name in ("raw", "centred")}
-
-# %% ../nbs/33_eval.ipynb #2177a2f1
-class _UnicornLMM:
-    "The methods of lmms-eval's model `unicorn_vlm`; `register_lmms_adapter` adds lmms-eval's `lmms` base class."
-    def __init__(self,
-                 pretrained: str | None = None,  # a checkpoint folder (`vlm/<name>/`), used when `vlm` is None
-                 vlm: UnicornVLM | None = None,  # the VLM itself (with `tok`) instead of a checkpoint
-                 tok=None,                       # `vlm`'s tokenizer
-                 image_encoder=None,             # visuals -> embeddings [n, d], or "module:function" (None: none)
-                 center_mean=None,               # test mean subtracted, or "file.safetensors:key" (None: raw)
-                 batch_size: int = 1,            # requests per batch, as lmms-eval reports it
-                 max_new_tokens: int = 32,       # generation length when a request does not set one
-                 **kw):                          # other lmms-eval model arguments (ignored)
-        super().__init__()
-        if vlm is None:
-            from transformers import AutoTokenizer
-            if pretrained is None: raise ValueError("UnicornLMM needs pretrained=<checkpoint folder> or vlm=")
-            vlm, tok = load_vlm(pretrained), AutoTokenizer.from_pretrained(Path(pretrained) / "tokenizer")
-        if isinstance(image_encoder, str):                   # "package.module:function" from an lmms-eval arg string
-            import importlib
-            mod, fn = image_encoder.split(":"); image_encoder = getattr(importlib.import_module(mod), fn)
-        if isinstance(center_mean, (str, Path)):              # "stats.safetensors:mu_image_test"
-            from safetensors.numpy import load_file
-            path, key = str(center_mean).rsplit(":", 1); center_mean = load_file(path)[key]
-        self.vlm, self.tok, self.encoder = vlm.eval(), tok, image_encoder
-        self.center_mean = None if center_mean is None else np.asarray(center_mean, np.float64)
-        self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
-    def _embed(self, visuals) -> np.ndarray | None:
-        "One embedding [1, d] for a request's visuals (centred if a mean is set), or None for a text-only request."
-        visuals = [v for v in (visuals or []) if v is not None]
-        if not visuals or self.encoder is None: return None
-        v = np.asarray(self.encoder(visuals[:1]), np.float32).reshape(1, -1)
-        if self.center_mean is None: return v
-        from unicorn.transfer import center_images
-        return center_images(v, mean=self.center_mean)
-    def _doc(self, task, split, doc_id): return self.task_dict[task][split][doc_id]
-    def _prompt(self, context: str, emb) -> list[int]:
-        return prompt_ids(self.tok, ("<image>\n" if emb is not None else "") + context, self.vlm.cfg.k)
-    def loglikelihood(self, requests):
-        "`(log p(target | context, image), is_greedy)` for each lmms-eval `loglikelihood` request."
-        out = []
-        for r in requests:
-            context, target, doc_to_visual, doc_id, task, split = r.args
-            doc = self._doc(task, split, doc_id)
-            cont = target if isinstance(target, str) else target(doc)
-            emb = self._embed(doc_to_visual(doc))
-            lp, g = score_continuations(self.vlm, [self._prompt(context, emb)], [self.tok(cont, add_special_tokens=False).input_ids],
-                                        emb, self.tok.pad_token_id)
-            out.append((float(lp[0]), bool(g[0])))
-        return out
-    def generate_until(self, requests):
-        "Greedy answers to lmms-eval `generate_until` requests, cut at the first of their `until` strings."
-        out = []
-        for r in requests:
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = r.args
-            emb = self._embed(doc_to_visual(self._doc(task, split, doc_id)))
-            n = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
-            text = generate_answers(self.vlm, self.tok, [self._prompt(context, emb)], emb, n)[0]
-            until = gen_kwargs.get("until") or []
-            for u in ([until] if isinstance(until, str) else until):
-                if u: text = text.split(u)[0]
-            out.append(text)
-        return out
-    def generate_until_multi_round(self, requests):
-        "Not supported: `unicorn_vlm` answers single-round requests only."
-        raise NotImplementedError("unicorn_vlm answers single-round requests only (generate_until, loglikelihood)")
-
-_ADAPTER = None
-
-def register_lmms_adapter():
-    "Define and register the lmms-eval model `unicorn_vlm`; returns its class (lmms-eval is imported only here)."
-    global _ADAPTER
-    if _ADAPTER is not None: return _ADAPTER
-    from lmms_eval.api.model import lmms
-    from lmms_eval.api.registry import register_model
-
-    @register_model("unicorn_vlm")
-    class UnicornLMM(_UnicornLMM, lmms):
-        "lmms-eval model: image encoder + test-time centring + UnicornVLM."
-    _ADAPTER = UnicornLMM
-    return UnicornLMM
+    return {name: {m: res[name][m] for m in modes} for name in dict.fromkeys(names)}
 
 # %% ../nbs/33_eval.ipynb #96065e5d
 @dataclass(frozen=True)

@@ -213,28 +213,28 @@ def caption_pairs(run, methods=None) -> dict:
     "The captions ↔ source train images paired set of a run folder: ids, images, raw text, text per method, labels, domains."
     from unicorn.runs import JsonlShards, EmbeddingShards
     from unicorn.packaged import easyvqa_images
-    caps = list(JsonlShards(run.path("captions")))
-    img_ids = set(EmbeddingShards(run.path("emb", "image_train")).load_all().ids)
+    caps = list(JsonlShards(run.captions))
+    img_ids = set(EmbeddingShards(run.embeddings("image_train")).load_all().ids)
     lab = easyvqa_images("train").set_index("id")
     caps = [c for c in caps if c.get("source_image") in img_ids]
     if not caps: raise ValueError(f"{run.root}: no caption has a source_image among the encoded train images")
     ids = [c["id"] for c in caps]
-    out = {"ids": ids, "image": _rows(run.path("emb", "image_train"), [c["source_image"] for c in caps]),
-           "text": _rows(run.path("emb", "text"), ids), "domain": [c.get("domain") for c in caps],
+    out = {"ids": ids, "image": _rows(run.embeddings("image_train"), [c["source_image"] for c in caps]),
+           "text": _rows(run.embeddings("text"), ids), "domain": [c.get("domain") for c in caps],
            "labels": [f"{lab.at[c['source_image'], 'color']} {lab.at[c['source_image'], 'shape']}" for c in caps],
            "by_method": {}}
     for m in methods or list(TRANSFER_METHODS):
-        if (run.root / "synthetic" / m).exists(): out["by_method"][m] = _rows(run.path("synthetic", m), ids)
+        if run.synthetic(m).exists(): out["by_method"][m] = _rows(run.synthetic(m), ids)
     return out
 
 def label_pairs_test(run, enc) -> dict:
     "Held-out paired set: labelled easy-VQA test images (as encoded in the run) ↔ 'a {colour} {shape}' encoded by `enc`."
     from unicorn.runs import EmbeddingShards
     from unicorn.packaged import easyvqa_images
-    have = set(EmbeddingShards(run.path("emb", "image_test")).load_all().ids)
+    have = set(EmbeddingShards(run.embeddings("image_test")).load_all().ids)
     df = easyvqa_images("test").dropna(subset=["shape", "color"]); df = df[df.id.isin(have)]
     labels = [f"{c} {s}" for c, s in zip(df["color"], df["shape"])]
     uniq = sorted(set(labels)); e = enc.encode_text([f"a {l}" for l in uniq], progress=False)
     pos = {l: k for k, l in enumerate(uniq)}
-    return {"ids": list(df.id), "image": _rows(run.path("emb", "image_test"), list(df.id)),
+    return {"ids": list(df.id), "image": _rows(run.embeddings("image_test"), list(df.id)),
             "text": e[[pos[l] for l in labels]], "labels": labels}

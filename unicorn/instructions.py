@@ -14,39 +14,76 @@ import jsonschema
 import numpy as np
 
 from .llm import LLMBackend, Sampling
-from .runs import JsonlShards, map_shards, atomic_write_json, atomic_write_bytes, clean_orphan_tmp
+from .runs import JsonlShards, RunLayout, map_shards, atomic_write_json, atomic_write_bytes, clean_orphan_tmp
 from .captions import words, backend_for, text_problem, storable
 
 # %% auto #0
-__all__ = ['TASK_TYPES', 'QAValidator', 'REPLY_PREFIX', 'MC_SUFFIX', 'STOPWORDS', 'PRESETS', 'qa_schema', 'qa_validator',
-           'qa_messages', 'decode_reply', 'items_problem', 'schema_problem', 'parse_reply', 'to_llava', 'check_llava',
-           'qa_problem', 'generate_qa', 'ScriptedBackend', 'assign_task_types', 'content_words', 'support',
-           'faithfulness', 'InstructionsConfig', 'recheck', 'run_instructions']
+__all__ = ['TASK_TYPES', 'PROMPT_STYLES', 'PAPER_KEYS', 'QAValidator', 'REPLY_PREFIX', 'PAPER_QA_PROMPTS', 'REPLY_PREFIXES',
+           'MC_SUFFIX', 'STOPWORDS', 'PAPER_TASK_MIX', 'PRESETS', 'items_schema', 'qa_schema', 'qa_validator',
+           'qa_messages', 'decode_reply', 'from_paper', 'items_problem', 'schema_problem', 'parse_reply', 'to_llava',
+           'check_llava', 'qa_problem', 'generate_qa', 'ScriptedBackend', 'assign_task_types', 'content_words',
+           'support', 'faithfulness', 'InstructionsConfig', 'recheck', 'run_instructions']
 
 # %% ../nbs/13_instructions.ipynb #562736d8
 TASK_TYPES = ("mc", "open", "reasoning")
 
 _NOT_IN_STRING = r'\x00-\x1f\x7f-\x9f"\\\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff'   # a regex class body
 
-def _s(n: int) -> dict:
-    "A string of 1..n characters with no control, zero-width or bidi characters, quotes or backslashes (xgrammar honours the pattern)."
-    return {"type": "string", "pattern": f"^[^{_NOT_IN_STRING}]{{1,{n}}}$"}
+# the longest question, option, open answer and reasoning answer: our caps for a 135M model; the paper sets none
+_CAPS = {"mini": {"question": 80, "option": 30, "open": 60, "reasoning": 120},
+         "paper": {"question": None, "option": None, "open": None, "reasoning": None}}
+PROMPT_STYLES = tuple(_CAPS)
 
-def qa_schema(task_type: str, min_items: int = 6, max_items: int = 8) -> dict:
-    "The JSON schema of one reply of `task_type` ('mc', 'open' or 'reasoning')."
+def _s(n: int | None) -> dict:
+    "A string of 1..n characters (n None: no cap) with no control, zero-width or bidi characters, quotes or backslashes (xgrammar honours the pattern)."
+    return {"type": "string", "pattern": f"^[^{_NOT_IN_STRING}]{{1,{n}}}$" if n else f"^[^{_NOT_IN_STRING}]+$"}
+
+def _caps(style: str) -> dict:
+    "The string-length caps of prompt style `style` ('mini' or 'paper')."
+    if style not in _CAPS: raise ValueError(f"unknown prompt style {style!r}: choose one of {list(PROMPT_STYLES)}")
+    return _CAPS[style]
+
+def _item_schema(task_type: str, style: str = "mini") -> dict:
+    "The JSON schema of one QA pair of `task_type` under our field names, with the string caps of `style`."
+    c = _caps(style)
     if task_type == "mc":
-        item = {"type": "object", "properties": {
-                    "question": _s(80),
-                    "options": {"type": "object", "properties": {k: _s(30) for k in "ABCD"},
+        return {"type": "object", "properties": {
+                    "question": _s(c["question"]),
+                    "options": {"type": "object", "properties": {k: _s(c["option"]) for k in "ABCD"},
                                 "required": list("ABCD"), "additionalProperties": False},
                     "answer": {"type": "string", "enum": list("ABCD")}},
                 "required": ["question", "options", "answer"], "additionalProperties": False}
-    elif task_type in ("open", "reasoning"):
-        item = {"type": "object", "properties": {"question": _s(80), "answer": _s(60 if task_type == "open" else 120)},
+    if task_type in ("open", "reasoning"):
+        return {"type": "object", "properties": {"question": _s(c["question"]), "answer": _s(c[task_type])},
                 "required": ["question", "answer"], "additionalProperties": False}
-    else:
-        raise ValueError(f"unknown task type {task_type!r}: choose one of {list(TASK_TYPES)}")
-    return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": item}
+    raise ValueError(f"unknown task type {task_type!r}: choose one of {list(TASK_TYPES)}")
+
+def items_schema(task_type: str,      # 'mc', 'open' or 'reasoning'
+                 min_items: int = 6,  # fewest QA pairs
+                 max_items: int = 8,  # most QA pairs
+                 style: str = "mini", # 'mini' (our string caps) or 'paper' (none)
+                ) -> dict:
+    "The JSON schema of the QA pairs `parse_reply` returns: an array of `min_items`..`max_items` items (our field names)."
+    return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": _item_schema(task_type, style)}
+
+PAPER_KEYS = {"question": "Question", "options": "Options", "answer": "Answer"}   # our field names -> the paper's
+
+def _paper_item(item: dict) -> dict:
+    "An item schema with the paper's field names."
+    return {**item, "properties": {PAPER_KEYS[k]: v for k, v in item["properties"].items()},
+            "required": [PAPER_KEYS[k] for k in item["required"]]}
+
+def qa_schema(task_type: str,      # 'mc', 'open' or 'reasoning'
+              min_items: int = 6,  # fewest QA pairs
+              max_items: int = 8,  # most QA pairs
+              style: str = "mini", # 'mini' (our string caps) or 'paper' (none)
+             ) -> dict:
+    "The JSON schema of one reply of `task_type`: an array of QA pairs (mini), or the paper's `{id, QA Pairs}` object."
+    s = items_schema(task_type, min_items, max_items, style)
+    if style == "mini": return s
+    return {"type": "object", "properties": {"id": {"type": "string", "pattern": f"^[^{_NOT_IN_STRING}]{{0,64}}$"},
+                                             "QA Pairs": {**s, "items": _paper_item(s["items"])}},
+            "required": ["id", "QA Pairs"], "additionalProperties": False}
 
 @functools.lru_cache(maxsize=None)
 def _python_regex(pattern: str) -> re.Pattern:
@@ -64,9 +101,13 @@ def _ecma_pattern(validator,  # the running `QAValidator`
 QAValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
 
 @functools.lru_cache(maxsize=None)
-def qa_validator(task_type: str, min_items: int = 6, max_items: int = 8) -> QAValidator:
-    "The (cached) `QAValidator` of `qa_schema(task_type, min_items, max_items)`."
-    return QAValidator(qa_schema(task_type, min_items, max_items))
+def qa_validator(task_type: str,      # 'mc', 'open' or 'reasoning'
+                 min_items: int = 6,  # fewest QA pairs
+                 max_items: int = 8,  # most QA pairs
+                 style: str = "mini", # 'mini' (our string caps) or 'paper' (none)
+                ) -> QAValidator:
+    "The (cached) `QAValidator` of `items_schema(task_type, min_items, max_items, style)`."
+    return QAValidator(items_schema(task_type, min_items, max_items, style))
 
 # %% ../nbs/13_instructions.ipynb #cad078a5
 REPLY_PREFIX = '[{"question": "'
@@ -100,14 +141,47 @@ _RULES = {
                  "each with an answer that explains the reasoning using facts from the caption.",
 }
 
-def qa_messages(caption: str, task_type: str) -> list[dict]:
-    "The chat asking for the QA pairs of `task_type` about `caption` (rule, one worked example, the caption)."
+def qa_messages(caption: str, task_type: str, style: str = "mini") -> list[dict]:
+    "The chat asking for the QA pairs of `task_type` about `caption`: our rule + a worked example (mini), or the paper's prompt."
+    if _caps(style) and style == "paper":
+        return [{"role": "user", "content": PAPER_QA_PROMPTS[task_type].replace("<caption>", caption)}]
     sys = (f"You create training questions for an image described by a caption. {_RULES[task_type]} "
            "Answer in JSON only: a list of objects.")
     return [{"role": "system", "content": sys},
             {"role": "user", "content": f"Caption: {_EX_CAPTION}"},
             {"role": "assistant", "content": json.dumps(_EXAMPLES[task_type])},
             {"role": "user", "content": f"Caption: {caption}"}]
+
+# Unicorn, arXiv 2503.22655v2, App. C "Data Synthesis Prompts", Tasks 1-3: the words as published; the JSON skeletons'
+# line layout is ours (the PDF's text does not keep it). <caption> is the caption's slot.
+_PAPER_HEAD = "You MUST ONLY output valid JSON. Generate nothing but JSON! The JSON must have the structure:\n"
+_PAPER_JSON = {
+    "mc": '{\n  "id": " ",\n  "QA Pairs": [\n    {\n      "Question": " ",\n      "Options": {\n        "A": " ",\n'
+          '        "B": " ",\n        "C": " ",\n        "D": " "\n      },\n      "Answer": " "\n    },\n    ...\n  ]\n}',
+    "qa": '{\n  "id": " ",\n  "QA Pairs": [\n    {\n      "Question": " ",\n      "Answer": " "\n    },\n    ...\n  ]\n}'}
+_PAPER_TASK = {
+    "mc": "Please generate exactly 6 to 8 vision question-answer pairs related to the image caption. Each question should "
+          "have four options (A, B, C, D), with exactly one correct answer. The questions should be diverse in type and "
+          "complexity, ensuring a range of reasoning skills (e.g., \u201cwhen,\u201d \u201cwhy,\u201d \u201cwhat,\u201d "
+          "\u201chow,\u201d \u201cdoes/do,\u201d \u201cis/are,\u201d \u201cwhere,\u201d \u201cwho,\u201d \u201cwhich one,\u201d "
+          "etc.). Each question should require integrating and analyzing the overall information from the image caption, "
+          "covering various aspects of the image caption content.",
+    "open": "Please generate exactly 6 to 8 vision question-answer pairs based on the image caption. Incorporate a variety "
+            "of question types\u2014such as \u201cwhat,\u201d \u201cwhy,\u201d \u201chow,\u201d \u201cdoes/do,\u201d "
+            "\u201cis/are,\u201d \u201cwhere,\u201d \u201cwho,\u201d and \u201cwhich,\u201d\u2014to explore different "
+            "aspects and details of the image. Ensure responses incorporate diverse and authentic language, steering clear "
+            "of verbatim phrases from the image caption. Address diverse elements of the image by examining chronological "
+            "sequences, spatial relationships, causal links, and inferential insights to showcase a comprehensive "
+            "understanding.",
+    "reasoning": "Design a collection of intricate reasoning challenges based on the image caption. Each problem should "
+                 "present a unique scenario requiring thorough analysis, such as multi-step deductions, hypothetical "
+                 "reasoning, complex problem-solving, or cause-and-effect evaluations. Provide comprehensive, step-by-step "
+                 "solutions for each problem, clearly outlining the logical progression and inference methods used. Ensure "
+                 "the challenges vary in format and complexity, promoting deep understanding and stimulating intellectual "
+                 "engagement."}
+PAPER_QA_PROMPTS = {t: _PAPER_HEAD + _PAPER_JSON["mc" if t == "mc" else "qa"] + "\n\n" + _PAPER_TASK[t]
+                       + "\n\nThe image caption is as follows: <caption>" for t in TASK_TYPES}
+REPLY_PREFIXES = {"mini": REPLY_PREFIX, "paper": '{"id": "'}   # the reply's start when decoding is not constrained
 
 # %% ../nbs/13_instructions.ipynb #f6bb1947
 class _DuplicateKey(ValueError): pass
@@ -124,14 +198,22 @@ def _no_constant(name: str):
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
-def decode_reply(text) -> tuple[object, str | None]:
-    "`(value, None)`: the first JSON array in `text`; else `(None, reason)` ('not-text', 'not-json', 'duplicate-keys')."
+def decode_reply(text, opener: str = "[") -> tuple[object, str | None]:
+    "`(value, None)`: the first JSON array (`opener='{'`: object) in `text`; else `(None, reason)` ('not-text', 'not-json', 'duplicate-keys')."
     if not isinstance(text, str): return None, "not-text"
-    i = text.find("[")
+    i = text.find(opener)
     if i < 0: return None, "not-json"
     try: return _DECODER.raw_decode(text[i:])[0], None
     except _DuplicateKey: return None, "duplicate-keys"
     except (ValueError, RecursionError): return None, "not-json"      # JSONDecodeError, int too long, NaN; too deep
+
+_OURS = {v: k for k, v in PAPER_KEYS.items()}
+
+def from_paper(obj) -> tuple[list | None, str | None]:
+    "`(items, None)`: the QA pairs of a reply in the paper's form `{id, QA Pairs}`, under our field names; else `(None, reason)`."
+    if not isinstance(obj, dict) or not isinstance(obj.get("QA Pairs"), list): return None, "schema: required at [QA Pairs]"
+    return [{_OURS[k]: v for k, v in it.items()} if isinstance(it, dict) and set(it) <= set(_OURS) else it
+            for it in obj["QA Pairs"]], None
 
 def _texts(it: dict, task_type: str) -> list[str]:
     return [it["question"], *(it["options"].values() if task_type == "mc" else [it["answer"]])]
@@ -145,13 +227,14 @@ def items_problem(items: list[dict], task_type: str) -> str | None:
         if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4: return "duplicate-options"
     return None
 
-def schema_problem(obj,                    # the decoded reply (any JSON value)
+def schema_problem(obj,                    # the QA pairs, under our field names (any JSON value)
                    task_type: str,         # 'mc', 'open' or 'reasoning'
                    min_items: int = 6,     # fewest QA pairs the schema allows
                    max_items: int = 8,     # most QA pairs the schema allows
+                   style: str = "mini",    # 'mini' (our string caps) or 'paper' (none)
                   ) -> str | None:
     "'schema: <keyword> at [<path>]' for the first `QAValidator` error of `obj` (in document order), or None."
-    errs = qa_validator(task_type, min_items, max_items).iter_errors(obj)
+    errs = qa_validator(task_type, min_items, max_items, style).iter_errors(obj)
     err = min(errs, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path], default=None)
     return None if err is None else f"schema: {err.validator} at [{'/'.join(str(p) for p in err.absolute_path)}]"
 
@@ -160,12 +243,15 @@ def parse_reply(text: str,              # the LLM's reply
                 min_items: int = 6,     # fewest QA pairs the schema allows
                 max_items: int = 8,     # most QA pairs the schema allows
                 min_distinct: int = 3,  # fewer distinct questions: repeated-pairs
+                style: str = "mini",    # 'mini': a JSON array, our caps; 'paper': the paper's `{id, QA Pairs}`, no caps
                ) -> tuple[list | None, str | None]:
-    "`(items, None)` if `text` holds a valid reply of `task_type`, else `(None, reason)`; never raises."
+    "`(items, None)` if `text` holds a valid reply of `task_type` (items under our field names), else `(None, reason)`; never raises."
     try:
-        obj, why = decode_reply(text)
+        obj, why = decode_reply(text, "{" if style == "paper" else "[")
+        if not why and style == "paper": obj, why = from_paper(obj)
         if why: return None, why
-        if (why := schema_problem(obj, task_type, min_items, max_items) or items_problem(obj, task_type)): return None, why
+        if (why := schema_problem(obj, task_type, min_items, max_items, style) or items_problem(obj, task_type)):
+            return None, why
         seen, uniq = set(), []
         for it in obj:                       # a repeated question is dropped; too few distinct ones reject the reply
             q = " ".join(it["question"].lower().split())
@@ -200,11 +286,15 @@ def check_llava(records: list[dict]) -> None:
         if not c[0]["value"].startswith("<image>\n") or sum(t["value"].count("<image>") for t in c) != 1:
             raise ValueError(f"{r['id']}: exactly one <image>, at the start of the first human turn")
 
-def qa_problem(caption_id: str, task_type: str, qa) -> str | None:
+def qa_problem(caption_id: str,        # the caption the pairs are about
+               task_type: str,         # 'mc', 'open' or 'reasoning'
+               qa,                     # the QA pairs, under our field names
+               style: str = "mini",    # whose string caps apply: 'mini' (ours) or 'paper' (none)
+              ) -> str | None:
     "None if QA pairs `qa` are fit for training (schema, content rules, a LLaVA record training accepts), else the reason."
     try:
         if not isinstance(qa, list) or not qa: return "invalid-record"
-        if (why := schema_problem(qa, task_type, 1, len(qa)) or items_problem(qa, task_type)): return why
+        if (why := schema_problem(qa, task_type, 1, len(qa), style) or items_problem(qa, task_type)): return why
         rec = to_llava(caption_id, task_type, qa)
         check_llava([rec])
         from unicorn.vlm_data import check_record         # the check the VLM's data loader makes
@@ -219,12 +309,13 @@ def _ask(backend: LLMBackend,  # the LLM
          constrained: bool,    # decode under each task type's JSON schema (else start the reply with REPLY_PREFIX)
          min_items: int,       # fewest QA pairs per reply
          max_items: int,       # most QA pairs per reply
+         style: str = "mini",  # the prompts, reply form and caps: 'mini' or 'paper'
         ) -> list:
     "One batched call, a schema per prompt: a reply per record of `batch` (None where the backend gave too few)."
     types = [c["task_type"] for c in batch]
-    msgs = [qa_messages(c["caption"], t) for c, t in zip(batch, types)]
-    schemas = [qa_schema(t, min_items, max_items) for t in types] if constrained else None
-    replies = list(backend.generate(msgs, s, json_schema=schemas, reply_prefix="" if constrained else REPLY_PREFIX))
+    msgs = [qa_messages(c["caption"], t, style) for c, t in zip(batch, types)]
+    schemas = [qa_schema(t, min_items, max_items, style) for t in types] if constrained else None
+    replies = list(backend.generate(msgs, s, json_schema=schemas, reply_prefix="" if constrained else REPLY_PREFIXES[style]))
     return replies + [None] * (len(batch) - len(replies))         # a missing reply is 'not-text'
 
 def _grade(r: dict,            # the caption's result so far (updated in place)
@@ -233,11 +324,12 @@ def _grade(r: dict,            # the caption's result so far (updated in place)
            min_items: int,     # fewest QA pairs per reply
            max_items: int,     # most QA pairs per reply
            min_distinct: int,  # fewer distinct questions: repeated-pairs
+           style: str = "mini",  # 'mini' or 'paper' (see `parse_reply`)
           ) -> None:
     "Count one more attempt in `r` and keep `reply`; mark `r` 'ok' with its QA pairs, or append why the reply failed."
     r["attempts"] += 1; r["reply"] = storable(reply)
-    items, err = parse_reply(reply, task_type, min_items, max_items, min_distinct)
-    err = err or qa_problem(r["caption_id"], task_type, items)
+    items, err = parse_reply(reply, task_type, min_items, max_items, min_distinct, style)
+    err = err or qa_problem(r["caption_id"], task_type, items, style)
     if err: r["errors"].append(err)
     else: r.update(status="ok", qa=items)
 
@@ -250,6 +342,7 @@ def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` recor
                 min_items: int = 6,           # fewest QA pairs per reply
                 max_items: int = 8,           # most QA pairs per reply
                 min_distinct: int = 3,        # fewer distinct questions: repeated-pairs
+                style: str = "mini",          # prompts, reply form and caps: 'mini' (ours) or 'paper' (App. C)
                ) -> list[dict]:
     "One result per `{id, caption, task_type}`: status 'ok' (with `qa`) or 'rejected', attempts, errors, last reply."
     if max_retries > 0 and not retry_temperature > 0:
@@ -261,9 +354,9 @@ def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` recor
         if not todo: break
         s = sampling if attempt == 0 else Sampling(**{**sampling.__dict__, "temperature": retry_temperature,
                                                       "seed": sampling.seed + 7919 * attempt})
-        replies = _ask(backend, [captions[i] for i in todo], s, constrained, min_items, max_items)
+        replies = _ask(backend, [captions[i] for i in todo], s, constrained, min_items, max_items, style)
         for i, reply in zip(todo, replies):
-            _grade(res[i], captions[i]["task_type"], reply, min_items, max_items, min_distinct)
+            _grade(res[i], captions[i]["task_type"], reply, min_items, max_items, min_distinct, style)
         todo = [i for i in todo if res[i]["status"] is None]
     for i in todo: res[i]["status"] = "rejected"
     return res
@@ -343,6 +436,7 @@ def faithfulness(results: Sequence[dict], captions: dict[str, str], threshold: f
 class InstructionsConfig:
     "Stage 2 settings."
     n_captions: int | None = 16          # Unicorn used 471K of its 1.2M captions for Stage 2; None = all
+    prompt_style: str = "mini"           # "mini": our one-shot prompts and length caps; "paper": Unicorn's App. C prompts, no caps
     mc_frac: float = 1.0                 # task mix weights (normalised)
     open_frac: float = 1.0
     reasoning_frac: float = 1.0
@@ -367,15 +461,20 @@ class InstructionsConfig:
     n_compare: int = 3                   # captions for the constrained-vs-unconstrained comparison (0 = skip)
     seed: int = 0
 
+PAPER_TASK_MIX = {"mc": 171_000, "open": 199_000, "reasoning": 100_000}   # captions per task type (v2 §3.3)
+
 PRESETS = {
     "mini": InstructionsConfig(),
-    "paper": InstructionsConfig(n_captions=471_000, backend="vllm", model="Qwen/Qwen2.5-72B-Instruct",
-                                tensor_parallel_size=4, shard_size=4096, max_pairs=8, max_new_tokens=1536, n_compare=256),
+    # max_new_tokens is ours: room for 8 full-length step-by-step answers (the paper's examples: 300-500 characters)
+    "paper": InstructionsConfig(n_captions=471_000, backend="vllm", model="Qwen/Qwen2.5-72B-Instruct", prompt_style="paper",
+                                **{f"{t}_frac": n / sum(PAPER_TASK_MIX.values()) for t, n in PAPER_TASK_MIX.items()},
+                                tensor_parallel_size=4, shard_size=4096, min_pairs=6, max_pairs=8, max_new_tokens=4096,
+                                n_compare=256),
 }
 
-def recheck(r: dict) -> dict:
+def recheck(r: dict, style: str = "mini") -> dict:
     "A raw Stage-2 result, rejected (reason appended) if its QA pairs fail today's `qa_problem`: a resumed run's old shards."
-    if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"))): return r
+    if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"), style)): return r
     return {**r, "status": "rejected", "qa": None, "errors": [*r.get("errors", []), why]}
 
 def _qa_items(captions: list[dict], cfg: InstructionsConfig) -> list[dict]:
@@ -384,16 +483,16 @@ def _qa_items(captions: list[dict], cfg: InstructionsConfig) -> list[dict]:
                               {"mc": cfg.mc_frac, "open": cfg.open_frac, "reasoning": cfg.reasoning_frac}, cfg.seed)
     return [{"id": c["id"], "caption": c["caption"], "task_type": types[c["id"]]} for c in captions]
 
-def _write_qa(out: Path, res: list[dict]) -> tuple[list[dict], list[dict]]:
-    "Write the valid results of `res` as `out/llava.json`, the others as `out/rejected.jsonl`; returns both lists."
+def _write_qa(lay: RunLayout, res: list[dict]) -> tuple[list[dict], list[dict]]:
+    "Write the valid results of `res` to `lay.llava_json`, the others to `lay.instructions_rejected`; returns both lists."
     ok = [r for r in res if r["status"] == "ok"]
     llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
     check_llava(llava)
-    out.mkdir(parents=True, exist_ok=True); clean_orphan_tmp(out, recursive=False)   # a killed earlier write's temp files
-    atomic_write_json(out / "llava.json", llava)
+    clean_orphan_tmp(lay.instructions, recursive=False)   # a killed earlier write's temp files
+    atomic_write_json(lay.llava_json, llava)
     rejected = [r for r in res if r["status"] != "ok"]
     # json.dumps writes ASCII: a reply's U+2028 cannot split a line
-    atomic_write_bytes(out / "rejected.jsonl", "".join(json.dumps(r) + "\n" for r in rejected).encode())
+    atomic_write_bytes(lay.instructions_rejected, "".join(json.dumps(r) + "\n" for r in rejected).encode())
     return ok, rejected
 
 def _by_type(res: list[dict]) -> dict:
@@ -415,19 +514,19 @@ def run_instructions(captions: list[dict],   # caption records (`id`, `caption`)
                     ) -> dict:
     "Stage 2 over caption records into run folder `root`; returns the statistics."
     from unicorn.captions import sampling_for
-    root = Path(root)
+    lay = RunLayout(root)
     items = _qa_items(captions, cfg)
-    raw_store = JsonlShards(root / "instructions_raw")
+    raw_store = JsonlShards(lay.instructions_raw)
     shard_info = map_shards(items, lambda chunk: generate_qa(chunk, backend, sampling_for(cfg), cfg.max_retries,
                                                              cfg.constrained, cfg.retry_temperature, cfg.min_pairs,
-                                                             cfg.max_pairs, cfg.min_distinct),
+                                                             cfg.max_pairs, cfg.min_distinct, cfg.prompt_style),
                             raw_store, cfg.shard_size, desc="stage 2 instructions", progress=progress)
-    res = [recheck(r) for r in raw_store]
-    ok, rejected = _write_qa(root / "instructions", res)
+    res = [recheck(r, cfg.prompt_style) for r in raw_store]
+    ok, rejected = _write_qa(lay, res)
     stats = {"captions": len(res), "valid_first_try": sum(r["status"] == "ok" and r["attempts"] == 1 for r in res),
              "valid": len(ok), "rejected": len(rejected), "qa_pairs": sum(len(r["qa"]) for r in ok),
              "attempts": sum(r["attempts"] for r in res), "constrained": cfg.constrained,
              "errors": dict(Counter(e.split(" at ")[0] for r in res for e in r["errors"])), "by_type": _by_type(res),
              "faithfulness": faithfulness(res, {c["id"]: c["caption"] for c in captions}), "shards": shard_info}
-    atomic_write_json(root / "instructions" / "stats.json", stats)
+    atomic_write_json(lay.instructions_stats, stats)
     return stats

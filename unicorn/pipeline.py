@@ -132,11 +132,11 @@ def run_pipeline(profile: str = "mini",              # the profile every noteboo
     check_profile(profile)
     root = repo_root(); run_dir = resolve_root(run_dir)
     run = RunFolder(run_dir, profile=profile)
-    out_dir = run_dir / "notebooks"; out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = run.notebooks; out_dir.mkdir(parents=True, exist_ok=True)
     steps, t_start = select_steps(only, scale=scale), time.time()
     for i, step in enumerate(steps):
         params = {"profile": profile, "run_dir": str(run_dir), **step_params(step, scale)}
-        if scale == "smoke": params["figures_dir"] = str(run_dir / "figures")     # tests never overwrite figures/
+        if scale == "smoke": params["figures_dir"] = str(run.figures)     # tests never overwrite figures/
         el = time.time() - t_start
         print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {el / 60:.1f} min, "
               f"about {eta_s(steps[i:], run) / 60:.1f} min left  {step_params(step, scale)}", flush=True)

@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'clean_orphan_tmp', 'sha256_file', 'ShardError',
-           'check_ids', 'JsonlShards', 'EmbeddingShard', 'EmbeddingShards', 'package_versions', 'git_commit',
-           'peak_rss_mb', 'StageSettingsError', 'resolve_root', 'RunFolder', 'map_shards']
+           'check_ids', 'JsonlShards', 'EmbeddingShard', 'EmbeddingShards', 'RunLayout', 'package_versions',
+           'git_commit', 'peak_rss_mb', 'StageSettingsError', 'resolve_root', 'RunFolder', 'map_shards']
 
 # %% ../nbs/01_runs.ipynb #04f59911
 def _umask() -> int:
@@ -168,6 +168,67 @@ class EmbeddingShards:
         return EmbeddingShard([i for s in parts for i in s.ids], np.concatenate([s.emb for s in parts]))
     def __len__(self) -> int: return sum(len(s.ids) for s in self)
 
+# %% ../nbs/01_runs.ipynb #a9dba7ed
+def _at(rel: str, doc: str) -> property:
+    "A read-only property of `RunLayout`: the path `rel` inside the run folder (its parent folder created)."
+    return property(lambda self: self.path(*rel.split("/")), doc=f"`{rel}`: {doc}")
+
+class RunLayout:
+    """Every path a stage reads or writes inside a run folder `root`: the one place they are spelled. Stages and
+    notebooks ask for `run.captions` or `run.embeddings("image_train")`, never for a string literal."""
+    TEXT_STORES = {"text": "synthetic", "seed_text": "synthetic_seed", "label_text_train": "synthetic_label_train"}
+    def __init__(self, root: Path | str): self.root = Path(root)
+    def path(self, *parts: str) -> Path:
+        "A path inside the run folder (parents created)."
+        p = self.root.joinpath(*parts); p.parent.mkdir(parents=True, exist_ok=True); return p
+    seeds = _at("seeds", "10 seeds: seed captions (JSONL shards)")
+    seeds_report = _at("seeds/report.json", "10 seeds: what each reader kept and dropped")
+    captions_raw = _at("captions_raw", "12 Stage 1: the LLM's raw replies")
+    captions = _at("captions", "12 Stage 1: expanded captions that passed the consistency filter")
+    captions_rejected = _at("captions_rejected", "12 Stage 1: the captions the filter rejected, with the reason")
+    captions_stats = _at("captions/stats.json", "12 Stage 1: counts and caption statistics")
+    captions_table = _at("captions/stats_table.csv", "12 Stage 1: seed vs expanded statistics, as a table")
+    instructions_raw = _at("instructions_raw", "13 Stage 2: the LLM's raw replies")
+    instructions = _at("instructions", "13 Stage 2: the instruction data")
+    llava_json = _at("instructions/llava.json", "13 Stage 2: LLaVA-format training records")
+    instructions_rejected = _at("instructions/rejected.jsonl", "13 Stage 2: captions without valid QA pairs, and why")
+    instructions_stats = _at("instructions/stats.json", "13 Stage 2: counts per task type")
+    constraint_compare = _at("instructions/constraint_compare.json", "13 Stage 2: constrained vs free decoding")
+    encoder = _at("minicl", "20 encoders: the trained stand-in dual encoder (config, weights, metrics)")
+    encoder_metrics = _at("minicl/metrics.json", "20 encoders: the stand-in encoder's training and retrieval metrics")
+    emb = _at("emb", "20 encoders: every embedding store and the modality means")
+    emb_stats = _at("emb/stats.safetensors", "20 encoders: the modality means μ_I and μ_T")
+    synthvlm = _at("synthvlm", "40 SynthVLM: generated images, scores and the curated selection")
+    synthvlm_curated = _at("synthvlm/curated", "40 SynthVLM: the selected images' embeddings")
+    synthvlm_rejected = _at("synthvlm/rejected.jsonl", "40 SynthVLM: captions and images left out, and why")
+    synthvlm_curation = _at("synthvlm/curation.json", "40 SynthVLM: the selection's counts and thresholds")
+    synthvlm_tiny_demo = _at("synthvlm/tiny_demo", "40 SynthVLM: the tiny diffusion model's demo images")
+    synth2 = _at("synth2", "41 Synth²: the text-to-embedding generator")
+    synth2_model = _at("synth2/model.safetensors", "41 Synth²: the generator's weights")
+    notebooks = _at("notebooks", "the pipeline's executed notebooks")
+    figures = _at("figures", "a smoke run's figures (the committed figures/ are never overwritten by one)")
+    def embeddings(self, name: str) -> Path:
+        "`emb/<name>`: 20 encoders' embedding shards (`text`, `seed_text`, `image_train`, `image_test`, ...)."
+        return self.path("emb", name)
+    def synthetic(self, method: str, text_store: str = "text") -> Path:
+        "21 transfer: `method`'s synthetic image embeddings made from `text_store`'s caption embeddings."
+        if text_store not in self.TEXT_STORES: raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(self.TEXT_STORES)}")
+        return self.path(self.TEXT_STORES[text_store], method)
+    def vlm(self, name: str) -> Path:
+        "`vlm/<name>`: 32 train: one trained condition's checkpoint (see `unicorn.train.condition_name`)."
+        return self.path("vlm", name)
+    def eval_result(self, method: str, ext: str = "json") -> Path:
+        "`eval/<method>.<ext>`: 33 eval: the evaluation of `method`'s VLM (json: the summary, csv: per question)."
+        return self.path("eval", f"{method}.{ext}")
+    def study(self, name: str, file: str | None = None) -> Path:
+        "`studies/<name>[/<file>]`: a study's folder, or one file in it."
+        return self.path("studies", name) if file is None else self.path("studies", name, file)
+    @classmethod
+    def describe(cls) -> list[tuple[str, str]]:
+        "`(name, what it holds)` for every fixed path of the layout, in stage order."
+        return [(k, v.__doc__) for k, v in vars(cls).items() if isinstance(v, property)]
+
+
 # %% ../nbs/01_runs.ipynb #1633b8d4
 TRACKED_PACKAGES = ("torch", "transformers", "numpy", "safetensors", "accelerate", "sentence-transformers", "xgrammar",
                     "peft", "diffusers", "open_clip_torch", "ray", "scikit-learn", "nbdev", "papermill", "unicorn")
@@ -206,10 +267,10 @@ def resolve_root(root: Path | str) -> Path:
         if (d / "settings.ini").exists() and (d / "nbs").is_dir(): return d / p
     return p
 
-class RunFolder:
+class RunFolder(RunLayout):
     "A run folder `runs/<name>/` with its `manifest.json` (a relative path resolves against the repository root)."
     def __init__(self, root: Path | str, profile: str | None = None, seed: int | None = None):
-        self.root = resolve_root(root); self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(resolve_root(root)); self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
         clean_orphan_tmp(self.root)
         versions, commit = package_versions(), git_commit(Path.cwd())
@@ -232,9 +293,6 @@ class RunFolder:
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
     def _write(self, m: dict) -> None: atomic_write_json(self.manifest_path, m)
-    def path(self, *parts: str) -> Path:
-        "A path inside the run folder (parents created)."
-        p = self.root.joinpath(*parts); p.parent.mkdir(parents=True, exist_ok=True); return p
     def stage(self, name: str) -> dict: return self.manifest().get("stages", {}).get(name, {})
     def is_done(self, name: str) -> bool:
         "True if stage `name` finished (its status is 'done')."

@@ -13,11 +13,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['JUDGE_TEMPLATE', 'PRESETS', 'word_count', 'alnum_ratio', 'repetition_ratio', 'parse_yes_no', 'llm_judge',
-           'backend_generate_fn', 'llm_generate_fn', 'smollm2_generate_fn', 'curate_captions', 'image_seed',
-           'DiffusionBackend', 'load_diffusion', 'tiny_sdxl_pipeline', 'clip_score', 'ssim_resize', 'image_problem',
-           'load_image_file', 'select_pairs', 'hf_clip_encoder', 'cosines', 'safe_stem', 'image_name',
-           'first_of_each_id', 'synthesize', 'to_llava', 'SynthVLMConfig']
+__all__ = ['JUDGE_TEMPLATE', 'CLIPSCORE_W', 'CLIPSCORE_PREFIX', 'PRESETS', 'word_count', 'alnum_ratio', 'repetition_ratio',
+           'parse_yes_no', 'llm_judge', 'backend_generate_fn', 'llm_generate_fn', 'smollm2_generate_fn',
+           'curate_captions', 'image_seed', 'DiffusionBackend', 'load_diffusion', 'tiny_sdxl_pipeline', 'clip_score',
+           'with_prefix', 'ssim_resize', 'image_problem', 'load_image_file', 'select_pairs', 'hf_clip_encoder',
+           'cosines', 'safe_stem', 'image_name', 'first_of_each_id', 'synthesize', 'to_llava', 'SynthVLMConfig']
 
 # %% ../nbs/40_synthvlm.ipynb #dd8e0b40
 def word_count(text: str) -> int:
@@ -212,9 +212,17 @@ def tiny_sdxl_pipeline(seed: int = 0):
     return pipe
 
 # %% ../nbs/40_synthvlm.ipynb #0512b1fd
-def clip_score(cos, w: float = 100.0):
-    "CLIPScore: w · max(cos, 0) (Hessel et al. 2021; w = 100 as reported here)."
+CLIPSCORE_W = 2.5                     # Hessel et al. 2021, §3
+CLIPSCORE_PREFIX = "A photo depicts"  # the caption prefix of Hessel et al.'s code, kept by SynthVLM's
+
+def clip_score(cos, w: float = CLIPSCORE_W):
+    "CLIPScore (Hessel et al. 2021, §3): w · max(cos, 0), with their w = 2.5 by default."
     return w * np.maximum(np.asarray(cos, np.float64), 0.0)
+
+def with_prefix(texts: Sequence[str], prefix: str = "") -> list[str]:
+    "`texts` with `prefix` and one space in front (as Hessel et al.'s code adds it); `prefix=''` leaves them as they are."
+    if not prefix: return list(texts)
+    return [(prefix if prefix.endswith(" ") else prefix + " ") + t for t in texts]
 
 def ssim_resize(image: np.ndarray, size: int = 336) -> float:
     "SSIM between a uint8 image and itself after a down/up round trip through `size`×`size` (grey level)."
@@ -339,10 +347,12 @@ def first_of_each_id(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
 
 # %% ../nbs/40_synthvlm.ipynb #fd332fd7
 def _synth_candidates(records: list[dict], backend: DiffusionBackend, encode_texts, encode_images, out_dir: Path,
-                      gen_args: tuple, batch_size: int, text_key: str, progress: bool) -> tuple[list[dict], float]:
-    "Images for `records` (`gen_args`: `generate`'s n to seed), saved and scored; (candidates, seconds taken)."
+                      gen_args: tuple, batch_size: int, text_key: str, progress: bool, text_prefix: str = ""
+                      ) -> tuple[list[dict], float]:
+    "Images for `records` (`gen_args`: `generate`'s n to seed), saved and scored (captions behind `text_prefix`); (candidates, seconds)."
     from PIL import Image
     from tqdm.auto import tqdm
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
     cands, t0 = [], time.time()
     for s in tqdm(range(0, len(records), batch_size), desc="synthvlm", disable=not progress):
         recs = records[s:s + batch_size]
@@ -350,7 +360,8 @@ def _synth_candidates(records: list[dict], backend: DiffusionBackend, encode_tex
         flat = [(r, j, im, out_dir / "images" / image_name(r["id"], j))      # never the raw id: see `safe_stem`
                 for r, ims in zip(recs, imgs) for j, im in enumerate(ims)]
         for _, _, im, path in flat: Image.fromarray(im).save(path)
-        cs = cosines(encode_texts, encode_images, [r[text_key] for r, *_ in flat], [im for _, _, im, _ in flat])
+        cs = cosines(encode_texts, encode_images, with_prefix([r[text_key] for r, *_ in flat], text_prefix),
+                     [im for _, _, im, _ in flat])
         cands += [{"caption_id": r["id"], "image": str(path), "j": j, "caption": r[text_key], "cos": float(c)}
                   for (r, j, _, path), c in zip(flat, cs)]
     return cands, time.time() - t0
@@ -381,21 +392,22 @@ def synthesize(records: Sequence[dict],         # caption records (`id`, `text_k
                seed: int = 0,                   # the base seed of the images (see `image_seed`)
                top_frac: float = 1.0,           # share of the captions kept, best score first
                lam: float = 0.5,                # the weight λ of SSIM in the score
-               score_clip_weight: float = 1.0,  # the weight w of the cosine in the score
+               score_clip_weight: float = 1.0,  # the weight w of the cosine in the score (2.5: Hessel's CLIPScore)
                ssim_size: int = 336,            # side of `ssim_resize`'s round trip (the VLM's input size)
                batch_size: int = 8,             # captions per `backend.generate` call
                text_key: str = "caption",       # the record field that holds the caption
                progress: bool = True,           # show a progress bar
+               use_ssim: bool = True,           # False: score by w·max(cos, 0) alone (SynthVLM's code: CLIPScore alone)
+               text_prefix: str = "",           # put before each caption for scoring (CLIPSCORE_PREFIX in `paper`)
               ) -> dict:
     "Generate `n` images per caption record, save them, score and select; writes files under `out_dir`, returns stats."
-    out_dir = Path(out_dir); (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    records, dups = first_of_each_id(records)
+    out_dir, (records, dups) = Path(out_dir), first_of_each_id(records)
     cands, gen_s = _synth_candidates(records, backend, encode_texts, encode_images, out_dir,
-                                     (n, steps, guidance, height, width, seed), batch_size, text_key, progress)
-    kept, skipped, counts = select_pairs(cands, top_frac, lam, score_clip_weight, ssim_size)
+                                     (n, steps, guidance, height, width, seed), batch_size, text_key, progress, text_prefix)
+    kept, skipped, counts = select_pairs(cands, top_frac, lam, score_clip_weight, ssim_size, use_ssim)
     settings = {"generate_and_score_s": round(gen_s, 3), "n_per_caption": n, "steps": steps, "height": height,
                 "width": width, "top_frac": top_frac, "lam": lam, "score_clip_weight": score_clip_weight,
-                "ssim_size": ssim_size}
+                "ssim_size": ssim_size, "use_ssim": use_ssim, "text_prefix": text_prefix}
     return _write_synthesis(out_dir, cands, kept, skipped, dups, counts, settings)
 
 def to_llava(selected: Sequence[dict],                     # `select_pairs`'s kept rows (caption_id, image, caption)
@@ -435,9 +447,12 @@ class SynthVLMConfig:
     width: int = 1024
     high_noise_frac: float = 0.8
     top_frac: float = 0.1                      # SynthVLM keeps 100K of 1M
-    lam: float = 0.5
-    score_clip_weight: float = 1.0
+    lam: float = 0.5                           # weight of SSIM in the score (when use_ssim)
+    score_clip_weight: float = 1.0             # weight w of max(cos, 0) in the score (2.5: Hessel's CLIPScore)
+    use_ssim: bool = True                      # add lam·SSIM to the score (False: SynthVLM's code, CLIPScore alone)
     ssim_size: int = 336
+    text_prefix: str = ""                      # put before each caption for scoring ("A photo depicts": Hessel, SynthVLM)
+    clip_model: str = ""                       # the scoring CLIP, local path or hub id ("" -> the run's minicl encoder)
     n_tiny_demo: int = 6                       # captions pushed through the tiny random pipeline in mini (plumbing)
     seed: int = 0
 
@@ -445,4 +460,7 @@ PRESETS = {"mini": SynthVLMConfig(min_text_image_cos=None, n_images=2, diffusion
                                   width=64, top_frac=0.5, ssim_size=32, max_judge=16),
            "paper": SynthVLMConfig(diffusion_model="stabilityai/stable-diffusion-xl-base-1.0",
                                    refiner_model="stabilityai/stable-diffusion-xl-refiner-1.0", max_judge=10**9,
-                                   n_tiny_demo=0)}
+                                   n_tiny_demo=0,
+                                   # selection as SynthVLM's code: CLIPScore alone, prefix, ViT-B/32 (papers/synthvlm.md)
+                                   score_clip_weight=CLIPSCORE_W, use_ssim=False, text_prefix=CLIPSCORE_PREFIX,
+                                   clip_model="openai/clip-vit-base-patch32")}

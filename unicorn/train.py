@@ -4,7 +4,7 @@
 
 # %% ../nbs/32_train.ipynb #c9051f4d
 from __future__ import annotations
-import argparse, copy, json, math, random, time
+import argparse, copy, json, math, random, re, shutil, time
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
@@ -12,24 +12,26 @@ import numpy as np
 import torch
 
 from .config import resolve_config, config_dict
-from .runs import JsonlShards, RunFolder, atomic_write_json
-from .vlm import UnicornVLM, set_trainable, save_vlm, load_vlm, n_trainable
+from .runs import JsonlShards, RunFolder, RunLayout, atomic_write_json
+from .vlm import UnicornVLM, set_trainable, save_vlm, load_vlm, load_lm, n_trainable
 from .vlm_data import (EmbeddingIndex, VLMDataset, collate, caption_records, easyvqa_records, load_records,
                               IGNORE, RecordError)
 from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
-__all__ = ['PRESETS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'TrainConfig', 'cosine_lr', 'batch_indices', 'prepare_stage',
-           'micro_batch_size', 'resume_stage', 'save_train_state', 'accumulate_gradients', 'train_stage', 'ZeroIndex',
-           'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
-           'condition_key', 'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm',
-           'stage_settings', 'train_stages', 'train_condition', 'main']
+__all__ = ['PRESETS', 'OPTIMIZERS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'STAGE_DIRS', 'TrainConfig', 'cosine_lr',
+           'batch_indices', 'micro_batch_size', 'StageSchedule', 'stage_accelerator', 'prepare_stage', 'save_stage',
+           'resume_stage', 'step_batches', 'target_tokens', 'token_weights', 'train_step', 'set_lr', 'checkpoint_due',
+           'log_step', 'train_stage', 'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data',
+           'load_base_lm', 'condition_name', 'condition_key', 'is_trained', 'mark_pending', 'clear_pending',
+           'condition_inputs', 'condition_vlm', 'stage_schedule', 'stage_settings', 'train_stages', 'train_condition',
+           'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
 class TrainConfig:
     "Both training stages of the VLM."
-    lm: str = "smollm2"                 # "smollm2" (packaged) or a local path / hub id of a causal LM
+    lm: str = "smollm2"                 # the LM's model source (`unicorn.vlm.parse_lm_source`): "smollm2" (packaged), a hub id, a folder
     lm_dtype: str = "bfloat16"
     projector: str = "mlp2x_gelu"
     k: int = 1                          # visual tokens per image (Unicorn: 576)
@@ -65,9 +67,13 @@ PRESETS = {
                         prefix_cache=True, balance_qtypes=True),
     # Unicorn's public code: Meta-Llama-3-8B-Instruct, mlp2x_gelu, one embedding repeated 576 times; pre-train the
     # projector (lr 5e-4) then instruction-tune (lr 1e-5), 1 epoch each over Unicorn-1.2M / Unicorn-471K-Instruction.
-    # The global batch of 128 is our choice (not verified in the paper): 1 epoch = 9,375 / 3,680 steps.
-    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1_200_000 // 128,
-                         sft_steps=471_000 // 128, sft_lr=1e-5, lm_mode="full", batch_size=128, grad_accum_steps=4,
+    # Batch: the authors' instruction-tuning script (code `script/train/finetune_full.sh`) uses 64 = 8 GPUs x 4 per device
+    # x 2 accumulation steps, and their released checkpoint is step 7,364 (7,364 x 64 = 471K, one epoch): 471_000 // 64 =
+    # 7,359 steps; under configs/accelerate/ddp.yaml (8 processes) a micro-batch is 32 = 4 per device. Their pre-training
+    # script uses 256 (papers/unicorn.md); `TrainConfig` has one batch for both stages, so pre-training runs at 64 too,
+    # for one epoch of Unicorn-1.2M (18,750 steps).
+    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1_200_000 // 64,
+                         sft_steps=471_000 // 64, sft_lr=1e-5, lm_mode="full", batch_size=64, grad_accum_steps=2,
                          warmup_frac=0.03, instruction_set="llava", save_every_steps=500),
 }
 
@@ -98,10 +104,45 @@ def batch_indices(n: int,          # dataset size
     return out
 
 # %% ../nbs/32_train.ipynb #bb1b9ebc
-def _trainable_state(vlm) -> dict:
-    "Detached CPU copies of `vlm`'s trainable parameters (what a resume state keeps)."
-    return {n: p.detach().cpu().clone() for n, p in vlm.named_parameters() if p.requires_grad}
+def micro_batch_size(batch_size: int, grad_accum_steps: int) -> int:
+    "Samples per micro-batch when the `batch_size` samples of an optimizer step are split over `grad_accum_steps`."
+    micro_bs = batch_size // grad_accum_steps
+    if micro_bs * grad_accum_steps != batch_size: raise ValueError(f"batch_size {batch_size} is not a multiple of grad_accum_steps {grad_accum_steps}")
+    return micro_bs
 
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+@dataclass(frozen=True)
+class StageSchedule:
+    "How one stage trains: its length and learning rate, the batch and how it is split, regularisation, seed, checkpoints."
+    steps: int                    # optimizer steps of the whole stage (the schedule's length)
+    lr: float                     # peak learning rate, reached after the warm-up
+    batch_size: int = 16          # samples per optimizer step, over all processes and micro-batches
+    grad_accum_steps: int = 1     # micro-batches per optimizer step (must divide `batch_size`)
+    warmup_frac: float = 0.05     # share of `steps` spent warming up (at least one step)
+    weight_decay: float = 0.0     # the optimizer's weight decay
+    max_grad_norm: float = 1.0    # clip the gradient norm to this (0: no clipping)
+    seed: int = 0                 # seeds torch and the sample order
+    save_every_steps: int = 0     # also checkpoint every this many steps (0: at the end and before a planned stop)
+    log_every: int = 10           # print the loss every this many steps (if verbose)
+    optimizer: str = "adamw"      # "adamw" (LLaVA's) or "sgd" (its update is linear in the gradient: the accumulation test)
+
+    def __post_init__(self):
+        "Refuse an unknown optimizer, and a batch that the accumulation steps do not divide."
+        if self.optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {list(OPTIMIZERS)}")
+        micro_batch_size(self.batch_size, self.grad_accum_steps)
+
+    @property
+    def micro_bs(self) -> int:
+        "Samples per micro-batch, over all processes."
+        return micro_batch_size(self.batch_size, self.grad_accum_steps)
+
+    @property
+    def warmup(self) -> int:
+        "Warm-up steps (at least one)."
+        return max(1, int(self.warmup_frac * self.steps))
+
+# %% ../nbs/32_train.ipynb #763ea585
 def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: int) -> dict:
     "A training batch: full right-padded sequences, or (with a prefix cache) the suffixes after each cached prefix."
     if cache is None: return collate(items, pad_id)
@@ -109,133 +150,183 @@ def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: 
     emb = torch.stack(embs).float() if all(e is not None for e in embs) else None
     return collate_split([split_at_image(it["input_ids"], it["labels"], image_id) for it in items], cache, pad_id, emb)
 
-def prepare_stage(vlm: UnicornVLM,      # the model: its parameters with `requires_grad` are the ones trained
-                  lr: float,            # AdamW's initial learning rate (the schedule sets it at every step)
-                  weight_decay: float,  # AdamW's weight decay
-                  seed: int,            # seeds torch before the optimizer is made and prepared
-                  accelerator=None      # an `accelerate.Accelerator` (None: a new one, on the GPU if there is one)
-                 ) -> tuple:
-    "`(acc, model, opt, params)`: the accelerator, and `vlm` with an AdamW over its trainable `params`, prepared by it."
+def stage_accelerator(grad_accum_steps: int, accelerator=None):
+    """`accelerator`, or a new `accelerate.Accelerator` (on the GPU if there is one), that accumulates gradients over
+    `grad_accum_steps` micro-batches; one that accumulates otherwise is refused (e.g. overridden by a launch config)."""
     from accelerate import Accelerator
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    torch.manual_seed(seed)
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=grad_accum_steps)
+    if acc.gradient_accumulation_steps != grad_accum_steps:
+        raise ValueError(f"the accelerator accumulates over {acc.gradient_accumulation_steps} micro-batches, the schedule over "
+                         f"{grad_accum_steps}: make it with Accelerator(gradient_accumulation_steps={grad_accum_steps}), and "
+                         "leave gradient_accumulation_steps out of the launch config (accelerate's environment variable wins)")
+    return acc
+
+def prepare_stage(vlm: UnicornVLM,            # the model: its parameters with `requires_grad` are the ones trained
+                  schedule: StageSchedule,    # the optimizer, its learning rate and weight decay, the seed, the batch
+                  accelerator=None            # an `accelerate.Accelerator` (None: a new one, see `stage_accelerator`)
+                 ) -> tuple:
+    "`(acc, model, opt, params)`: the accelerator, and `vlm` with an optimizer over its trainable `params`, prepared by it."
+    from accelerate.utils import DistributedType
+    acc = stage_accelerator(schedule.grad_accum_steps, accelerator)
+    torch.manual_seed(schedule.seed)
     params = [p for p in vlm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = OPTIMIZERS[schedule.optimizer](params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    if acc.distributed_type == DistributedType.DEEPSPEED:      # no dataloader is prepared: DeepSpeed is told the micro-batch
+        acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, schedule.micro_bs // acc.num_processes)
     model, opt = acc.prepare(vlm, opt)
     return acc, model, opt, params
 
-def micro_batch_size(batch_size: int, grad_accum_steps: int) -> int:
-    "Samples per micro-batch when the `batch_size` samples of an optimizer step are split over `grad_accum_steps`."
-    micro_bs = batch_size // grad_accum_steps
-    if micro_bs * grad_accum_steps != batch_size: raise ValueError(f"batch_size {batch_size} is not a multiple of grad_accum_steps {grad_accum_steps}")
-    return micro_bs
-
 # %% ../nbs/32_train.ipynb #6fa2e53e
-def resume_stage(state_path: Path | None,  # the stage's `train_state.pt` (None: the stage keeps no checkpoints)
-                 acc,                      # the stage's `accelerate.Accelerator`
-                 model,                    # the prepared model: its trainable parameters are loaded in place
-                 opt,                      # the prepared optimizer: its state is loaded in place
-                 verbose: bool = True      # say where training resumes
-                ) -> tuple[int, dict]:
-    "`(start, log)`: the step to go on from and the log so far (parameters, optimizer state loaded), or a fresh start."
-    start, log = 0, {"step": [], "loss": [], "lr": [], "samples_per_s": []}
-    if state_path is not None and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)                 # tensors and numbers only: no code runs
-        acc.unwrap_model(model).load_state_dict(st["params"], strict=False)
-        opt.load_state_dict(st["opt"]); start, log = st["step"], st["log"]
-        if verbose: acc.print(f"resumed at step {start} from {state_path}")
-    return start, log
+def _new_log() -> dict:
+    "An empty training log."
+    return {"step": [], "loss": [], "lr": [], "samples_per_s": []}
 
-def save_train_state(state_path: Path,  # where to write (its folder is created)
-                     model,             # the unwrapped model: its trainable parameters are saved
-                     opt,               # the optimizer, whose state is saved
-                     step: int,         # optimizer steps done
-                     log: dict          # the log so far
-                    ) -> None:
-    "Write what `resume_stage` reads to `state_path`, atomically: a crash while saving leaves the previous state."
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_suffix(".tmp")
-    torch.save({"params": _trainable_state(model), "opt": opt.state_dict(), "step": step, "log": log}, tmp)
-    tmp.replace(state_path)
+def _state_kwargs(acc, saving: bool) -> dict:
+    "Keyword arguments of `save_state` / `load_state` that keep only trainable parameters (DeepSpeed has its own)."
+    from accelerate.utils import DistributedType
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        return {"exclude_frozen_parameters": True} if saving else {"load_module_strict": False}
+    return {} if saving or acc.distributed_type == DistributedType.FSDP else {"strict": False}
+
+def _keep_trainable(models: list, weights: list, output_dir) -> None:
+    "`save_state`'s pre-hook: drop the frozen parameters and buffers from the model states (the base LM restores them)."
+    for m, w in zip(models, weights):
+        keep = {n for n, p in m.named_parameters() if p.requires_grad}
+        for k in [k for k in w if k not in keep]: del w[k]
+
+def save_stage(ckpt_dir: Path | str,  # the stage's checkpoint folder (created)
+               acc,                   # the stage's `accelerate.Accelerator`: its model, optimizer and RNG states are saved
+               step: int,             # optimizer steps done
+               log: dict              # the log so far
+              ) -> None:
+    """`acc.save_state` to `ckpt_dir/state-<step>/` (on every process: DeepSpeed writes each one's shard), then
+    `progress.json` (step, log, which state) replaced atomically: a crash while saving leaves the previous state."""
+    ckpt_dir, name = Path(ckpt_dir), f"state-{step}"
+    hook = acc.register_save_state_pre_hook(_keep_trainable)
+    try: acc.save_state(str(ckpt_dir / name), **_state_kwargs(acc, saving=True))
+    finally: hook.remove()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        atomic_write_json(ckpt_dir / "progress.json", {"step": step, "state": name, "log": log})
+        for old in ckpt_dir.glob("state-*"):
+            if old.name != name: shutil.rmtree(old)                           # an older state, or a crashed save's
+    acc.wait_for_everyone()
+
+def resume_stage(ckpt_dir: Path | str | None,  # the stage's checkpoint folder (None: the stage keeps no checkpoints)
+                 acc,                          # the stage's `accelerate.Accelerator`, its model and optimizer prepared
+                 verbose: bool = True          # say where training resumes
+                ) -> tuple[int, dict]:
+    "`(start, log)`: the step to go on from and the log so far (model, optimizer and RNG states loaded), or a fresh start."
+    prog = Path(ckpt_dir) / "progress.json" if ckpt_dir else None
+    if prog is None or not prog.exists(): return 0, _new_log()
+    p = json.loads(prog.read_text())
+    if not re.fullmatch(r"state-\d+", str(p.get("state"))): raise ValueError(f"{prog}: bad state name {p.get('state')!r}")
+    acc.load_state(str(prog.parent / p["state"]), **_state_kwargs(acc, saving=False))   # safetensors, weights_only loads
+    if verbose: acc.print(f"resumed at step {p['step']} from {prog.parent / p['state']}")
+    return p["step"], p["log"]
 
 # %% ../nbs/32_train.ipynb #eb4b746f
-def accumulate_gradients(acc,                              # the stage's `accelerate.Accelerator`
-                         model,                            # the prepared model (its forward returns `.loss`)
-                         dataset: VLMDataset,              # the stage's tokenised records
-                         step: int,                        # the optimizer step (from 0): it picks the micro-batches
-                         grad_accum_steps: int,            # micro-batches per optimizer step
-                         micro_bs: int,                    # samples per micro-batch, over all processes
-                         seed: int,                        # the sample order's seed (`batch_indices`)
-                         prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
-                        ) -> float:
-    "Forward and backward over the micro-batches of optimizer step `step` (this process's slices): their summed loss."
-    loss_sum = 0.0
-    for a in range(grad_accum_steps):
-        idx = batch_indices(len(dataset), step * grad_accum_steps + a, micro_bs, seed)
-        idx = idx[acc.process_index::acc.num_processes]                              # this process's slice
-        batch = _batch([dataset[i] for i in idx], dataset.tok.pad_token_id, prefix_cache,
-                       acc.unwrap_model(model).cfg.image_token_id)
-        batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        loss = model(**batch).loss / grad_accum_steps                       # a micro-batch weighs 1 / grad_accum_steps
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step + 1} (samples {idx[:8]}...)")
-        acc.backward(loss)                                                  # gradients add up until the optimizer step
-        loss_sum += loss.item()
-    return loss_sum
+def step_batches(acc,                              # the stage's `accelerate.Accelerator`: this process's slice, its device
+                 dataset: VLMDataset,              # the stage's tokenised records
+                 step: int,                        # the optimizer step (from 0): it picks the micro-batches
+                 schedule: StageSchedule,          # `grad_accum_steps`, `micro_bs` and the sample order's `seed`
+                 image_id: int,                    # the `<image>` token id (where a prefix ends)
+                 prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
+                ) -> list[dict]:
+    "This process's slice of each of optimizer step `step`'s micro-batches (`batch_indices`), on `acc.device`."
+    out = []
+    for a in range(schedule.grad_accum_steps):
+        idx = batch_indices(len(dataset), step * schedule.grad_accum_steps + a, schedule.micro_bs, schedule.seed)
+        b = _batch([dataset[i] for i in idx[acc.process_index::acc.num_processes]], dataset.tok.pad_token_id, prefix_cache, image_id)
+        out.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in b.items()})
+    return out
+
+def target_tokens(batch: dict) -> int:
+    "Target tokens the model's loss averages over in `batch`: next-token labels that are not `IGNORE` (`UnicornVLM.forward`)."
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+def token_weights(acc, batches: list[dict]) -> tuple[list[float], int]:
+    """`(weights, n)`: micro-batch `a`'s loss weight `n_a k P / n`, with `n` the step's target tokens over all processes,
+    so that accumulated gradients are those of the whole batch's mean over its target tokens."""
+    counts = [target_tokens(b) for b in batches]
+    n = int(acc.reduce(torch.tensor(sum(counts), device=acc.device), "sum"))
+    return [c * len(batches) * acc.num_processes / max(n, 1) for c in counts], n
+
+def train_step(acc,                              # the stage's `accelerate.Accelerator` (accumulating over the micro-batches)
+               model,                            # the prepared model (its forward returns `.loss`)
+               opt,                              # the prepared optimizer
+               params: list,                     # the trainable parameters (clipped together)
+               dataset: VLMDataset,              # the stage's tokenised records
+               step: int,                        # the optimizer step (from 0)
+               schedule: StageSchedule,          # the batch, its split, the seed and `max_grad_norm`
+               prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
+              ) -> float:
+    "One optimizer step over its micro-batches, each inside `acc.accumulate`: the batch's mean loss per target token."
+    batches = step_batches(acc, dataset, step, schedule, acc.unwrap_model(model).cfg.image_token_id, prefix_cache)
+    weights, n = token_weights(acc, batches)
+    total = torch.zeros((), dtype=torch.float64, device=acc.device)
+    for batch, w in zip(batches, weights):
+        with acc.accumulate(model):               # DDP syncs and the optimizer steps on the last micro-batch only
+            loss = model(**batch).loss
+            if not torch.isfinite(loss): raise FloatingPointError(f"non-finite loss at step {step + 1}")
+            acc.backward(loss * w)                # accelerate divides by grad_accum_steps: see the weights above
+            if acc.sync_gradients and schedule.max_grad_norm: acc.clip_grad_norm_(params, schedule.max_grad_norm)
+            opt.step(); opt.zero_grad(set_to_none=True)
+        total += loss.detach().double() * target_tokens(batch)
+    return float(acc.reduce(total, "sum")) / max(n, 1)
+
+# %% ../nbs/32_train.ipynb #ad021cc8
+def set_lr(opt, schedule: StageSchedule, step: int) -> float:
+    "Set optimizer step `step`'s learning rate (`cosine_lr` over `schedule`) on every group of `opt`; returns it."
+    lr = cosine_lr(step, schedule.steps, schedule.warmup, schedule.lr)
+    for g in opt.param_groups: g["lr"] = lr
+    return lr
+
+def checkpoint_due(schedule: StageSchedule, done: int, stop: bool) -> bool:
+    "Whether to save after `done` optimizer steps: at the end, every `save_every_steps`, and before a planned stop."
+    return done == schedule.steps or stop or bool(schedule.save_every_steps and done % schedule.save_every_steps == 0)
+
+def log_step(acc,                     # the stage's `accelerate.Accelerator` (the main process prints)
+             log: dict,               # the log, appended to
+             schedule: StageSchedule, # `steps`, `log_every`
+             done: int,               # optimizer steps done
+             loss: float,             # the step's loss
+             lr: float,               # the step's learning rate
+             samples_per_s: float,    # throughput since this call started
+             verbose: bool            # print every `log_every` steps and at the end
+            ) -> None:
+    "Append the step to `log`, and print it when due."
+    log["step"].append(done); log["loss"].append(loss); log["lr"].append(lr); log["samples_per_s"].append(samples_per_s)
+    if verbose and (done % schedule.log_every == 0 or done == schedule.steps):
+        acc.print(f"step {done}/{schedule.steps} loss {loss:.4f} lr {lr:.2e} {samples_per_s:.1f} samples/s")
 
 # %% ../nbs/32_train.ipynb #02e91d57
-def _train_stage(vlm, dataset, steps, lr, batch_size, grad_accum_steps, warmup_frac, weight_decay, max_grad_norm, seed,
-                 ckpt_dir, save_every_steps, log_every, accelerator, stop_after, verbose, prefix_cache) -> dict:
-    "`train_stage`'s body (the same arguments in the same order), as nanoGPT reads: set up, resume, then the loop."
-    acc, model, opt, params = prepare_stage(vlm, lr, weight_decay, seed, accelerator)
-    micro_bs, warmup = micro_batch_size(batch_size, grad_accum_steps), max(1, int(warmup_frac * steps))
-    state_path = Path(ckpt_dir) / "train_state.pt" if ckpt_dir else None
-    start, log = resume_stage(state_path, acc, model, opt, verbose)           # a crashed run goes on where it stopped
-    model.train()
-    t0 = time.time()
-    for step in range(start, steps):
+def train_stage(vlm: UnicornVLM,                         # only its parameters with `requires_grad` train
+                dataset: VLMDataset,                     # the stage's tokenised records with their embeddings
+                schedule: StageSchedule,                 # steps, learning rate, batch and accumulation, seed, checkpoints
+                ckpt_dir: Path | str | None = None,      # folder of the resume state (`save_stage`; None: none)
+                accelerator=None,                        # an `accelerate.Accelerator` (None: a new one, see `stage_accelerator`)
+                stop_after: int | None = None,           # stop after this many steps of this call, saved (None: never)
+                verbose: bool = True,                    # print progress
+                prefix_cache: PrefixCache | None = None  # cached prefixes of a frozen LM (31a; None: full sequences)
+               ) -> dict:                                # the log: `step`, `loss`, `lr`, `samples_per_s` per step
+    "Train `vlm`'s trainable parameters on `dataset` under `schedule`; resumes from `ckpt_dir`'s state if there is one."
+    acc, model, opt, params = prepare_stage(vlm, schedule, accelerator)
+    start, log = resume_stage(ckpt_dir, acc, verbose)                      # a crashed run goes on where it stopped
+    model.train(); t0 = time.time()
+    for step in range(start, schedule.steps):
         # the schedule sets this step's learning rate: linear warm-up, then cosine to zero
-        lr_t = cosine_lr(step, steps, warmup, lr)
-        for g in opt.param_groups: g["lr"] = lr_t
-        # forward and backward on each micro-batch: their gradients add up to the whole batch's
-        loss_sum = accumulate_gradients(acc, model, dataset, step, grad_accum_steps, micro_bs, seed, prefix_cache)
-        # clip (one outlying batch cannot throw the weights far), step, and flush the gradients as soon as we can
-        if max_grad_norm: acc.clip_grad_norm_(params, max_grad_norm)
-        opt.step(); opt.zero_grad(set_to_none=True)
-        log["step"].append(step + 1); log["loss"].append(loss_sum); log["lr"].append(lr_t)
-        log["samples_per_s"].append(batch_size * (step + 1 - start) / max(1e-9, time.time() - t0))
-        if verbose and ((step + 1) % log_every == 0 or step + 1 == steps):
-            acc.print(f"step {step + 1}/{steps} loss {loss_sum:.4f} lr {lr_t:.2e} {log['samples_per_s'][-1]:.1f} samples/s")
+        lr = set_lr(opt, schedule, step)
+        # forward and backward on each micro-batch, then clip and step once (the accelerator accumulates)
+        loss = train_step(acc, model, opt, params, dataset, step, schedule, prefix_cache)
+        log_step(acc, log, schedule, step + 1, loss, lr, schedule.batch_size * (step + 1 - start) / max(1e-9, time.time() - t0), verbose)
         # checkpoint at the end, every `save_every_steps`, and before a planned stop, so that a resume loses nothing
         stop = stop_after is not None and step + 1 - start >= stop_after
-        due = step + 1 == steps or stop or (save_every_steps and (step + 1) % save_every_steps == 0)
-        if state_path is not None and acc.is_main_process and due:
-            save_train_state(state_path, acc.unwrap_model(model), opt, step + 1, log)
+        if ckpt_dir is not None and checkpoint_due(schedule, step + 1, stop): save_stage(ckpt_dir, acc, step + 1, log)
         if stop: break
     model.eval()
+    acc.free_memory()                     # the accelerator forgets this stage's model and optimizer (the next stage's own)
     return log
-
-def train_stage(vlm: UnicornVLM,                          # only its parameters with `requires_grad` train
-                dataset: VLMDataset,                      # the stage's tokenised records with their embeddings
-                steps: int,                               # optimizer steps of the whole stage (the schedule's length)
-                lr: float,                                # peak learning rate, reached after the warm-up
-                batch_size: int = 16,                     # samples per optimizer step (all processes and micro-batches)
-                grad_accum_steps: int = 1,                # micro-batches per optimizer step (must divide `batch_size`)
-                warmup_frac: float = 0.05,                # share of `steps` spent warming up (at least one step)
-                weight_decay: float = 0.0,                # AdamW's weight decay
-                max_grad_norm: float = 1.0,               # clip the gradient norm to this (0 or None: no clipping)
-                seed: int = 0,                            # seeds torch and the sample order
-                ckpt_dir: Path | str | None = None,       # folder of `train_state.pt` to save and resume (None: none)
-                save_every_steps: int = 0,                # also checkpoint every this many steps (0: only at the end)
-                log_every: int = 10,                      # print the loss every this many steps (if `verbose`)
-                accelerator=None,                         # an `accelerate.Accelerator` (None: a new one, GPU if any)
-                stop_after: int | None = None,            # stop after this many steps of this call, saved (None: never)
-                verbose: bool = True,                     # print progress
-                prefix_cache: PrefixCache | None = None   # cached prefixes of a frozen LM (31a; None: full sequences)
-               ) -> dict:                                 # the log: `step`, `loss`, `lr`, `samples_per_s` per step
-    "Train `vlm`'s trainable parameters on `dataset` for `steps` optimizer steps; resumes from `ckpt_dir/train_state.pt`."
-    return _train_stage(vlm, dataset, steps, lr, batch_size, grad_accum_steps, warmup_frac, weight_decay, max_grad_norm,
-                        seed, ckpt_dir, save_every_steps, log_every, accelerator, stop_after, verbose, prefix_cache)
 
 # %% ../nbs/32_train.ipynb #f919bda2
 SYNTHETIC = ("none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec", "synth2")
@@ -254,7 +345,7 @@ def _by_source(captions: list[dict]) -> dict:
         if c.get("source_image"): out.setdefault(c["source_image"], []).append(c["id"])
     return out
 
-TEXT_STORES = {"text": "synthetic", "seed_text": "synthetic_seed", "label_text_train": "synthetic_label_train"}
+TEXT_STORES = RunLayout.TEXT_STORES          # text store -> its folder of synthetic embeddings (see `RunLayout.synthetic`)
 
 def text_captions(run: RunFolder, text_store: str = "text") -> list[dict]:
     """The captions behind `emb/<text_store>`: Stage 1's (`text`), their seeds (`seed_text`), or one seed caption per
@@ -265,8 +356,8 @@ def text_captions(run: RunFolder, text_store: str = "text") -> list[dict]:
         lab = easyvqa_images("train").dropna(subset=["shape", "color"])
         return [{"id": i, "caption": f"a {c} {s}", "seed": f"a {c} {s}", "source_image": i}
                 for i, c, s in zip(lab.id, lab["color"], lab["shape"])]
-    caps = list(JsonlShards(run.path("captions")))
-    if not caps: raise FileNotFoundError(f"{run.path('captions')}: no captions (run Stage 1 first)")
+    caps = list(JsonlShards(run.captions))
+    if not caps: raise FileNotFoundError(f"{run.captions}: no captions (run Stage 1 first)")
     return [c | {"caption": c["seed"]} for c in caps] if text_store == "seed_text" else caps   # sparse: the seed is the caption
 
 def balance_question_types(records: list[dict], seed: int = 0) -> list[dict]:
@@ -282,15 +373,15 @@ def _condition_embeddings(run: RunFolder, method: str, caps: list[dict], text_st
     "`(index, pretrain records, image_of, remap)` of `method`: its embeddings and which stand in for each image."
     src = _by_source(caps)
     if method == "real":
-        index = EmbeddingIndex(run.path("emb", "image_train"))
+        index = EmbeddingIndex(run.embeddings("image_train"))
         pt = [r | {"image": c["source_image"]} for c, r in zip(caps, caption_records(caps)) if c.get("source_image")]
         image_of = {s: [s] for s in src}
         remap = {c["id"]: c.get("source_image") for c in caps}
     elif method == "blind":
-        dim = EmbeddingIndex(run.path("emb", "image_train")).dim
+        dim = EmbeddingIndex(run.embeddings("image_train")).dim
         index, pt, image_of, remap = ZeroIndex(dim), [], {s: [s] for s in src}, None
     else:
-        index = EmbeddingIndex(run.path(TEXT_STORES[text_store], method))
+        index = EmbeddingIndex(run.synthetic(method, text_store))
         pt, image_of, remap = caption_records(caps), src, None
     return index, pt, image_of, remap
 
@@ -302,7 +393,7 @@ def _instruction_records(run: RunFolder, cfg: TrainConfig, image_of: dict, remap
         sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=cfg.seed, image_position=cfg.image_position)
         if cfg.balance_qtypes: sft = balance_question_types(sft, cfg.seed)
     elif cfg.instruction_set == "llava":
-        sft, bad = load_records(run.path("instructions", "llava.json"), on_error="skip")
+        sft, bad = load_records(run.llava_json, on_error="skip")
         if remap is not None: sft = [r | {"image": remap.get(r.get("image"))} for r in sft if remap.get(r.get("image"))]
         dropped = len(bad)
         if max_llava: sft = sft[:max_llava]
@@ -319,7 +410,7 @@ def condition_data(run: RunFolder,               # the run folder: captions, emb
     if method not in CONDITIONS: raise ValueError(f"unknown condition {method!r}: choose one of {list(CONDITIONS)}")
     caps = text_captions(run, text_store)
     if text_store == "label_text_train" and method != "blind":      # only the images the run encoded (all, but a few at smoke scale)
-        have = EmbeddingIndex(run.path("emb", "image_train") if method == "real" else run.path(TEXT_STORES[text_store], method))
+        have = EmbeddingIndex(run.embeddings("image_train") if method == "real" else run.synthetic(method, text_store))
         caps = [c for c in caps if c["id"] in have]
     index, pt, image_of, remap = _condition_embeddings(run, method, caps, text_store)
     sft, dropped = _instruction_records(run, cfg, image_of, remap, max_llava)
@@ -331,19 +422,7 @@ _LM_CACHE: dict = {}
 def load_base_lm(cfg: TrainConfig):
     "`(lm, tok)` for `cfg.lm`, loaded once per process (callers deep-copy before changing weights)."
     key = (cfg.lm, cfg.lm_dtype)
-    if key not in _LM_CACHE:
-        if cfg.lm == "smollm2":
-            from unicorn.packaged import load_smollm2
-            lm, tok = load_smollm2(cfg.lm_dtype)
-        elif cfg.lm == "tiny":                      # the random test model of `unicorn.fixtures`
-            from unicorn.fixtures import tiny_llama
-            lm, tok = tiny_llama()
-        else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            lm = AutoModelForCausalLM.from_pretrained(cfg.lm, dtype=getattr(torch, cfg.lm_dtype)).eval()
-            tok = AutoTokenizer.from_pretrained(cfg.lm)
-            if tok.pad_token is None: tok.pad_token = tok.eos_token
-        _LM_CACHE[key] = (lm, tok)
+    if key not in _LM_CACHE: _LM_CACHE[key] = load_lm(cfg.lm, cfg.lm_dtype)   # `cfg.lm` is a model source (`parse_lm_source`)
     return _LM_CACHE[key]
 
 def condition_name(method: str, cfg: TrainConfig, text_store: str = "text") -> str:
@@ -358,6 +437,8 @@ def condition_key(method: str, cfg: TrainConfig, text_store: str = "text") -> di
     return config_dict(cfg) | {"method": method, "text_store": text_store}
 
 # %% ../nbs/32_train.ipynb #5240ee06
+STAGE_DIRS = ("stage1", "stage2")         # the two stages' resume states inside a checkpoint folder (`save_stage`)
+
 def is_trained(out: Path, key: dict) -> bool:
     "Whether checkpoint folder `out` holds a finished training under settings `key` (its `train_config.json`)."
     done = out / "train_config.json"
@@ -367,12 +448,12 @@ def mark_pending(out: Path, key: dict) -> None:
     "Record that `out` is being trained under `key`; resume states a crashed run left under other settings are removed."
     pending = out / "train_pending.json"                       # resume only a crashed run of the same settings
     if pending.exists() and json.loads(pending.read_text()) != key:
-        for st in ("stage1", "stage2"): (out / st / "train_state.pt").unlink(missing_ok=True)
+        for st in STAGE_DIRS: shutil.rmtree(out / st, ignore_errors=True)
     atomic_write_json(pending, key)
 
 def clear_pending(out: Path) -> None:
     "Once `out` is saved: remove both stages' resume states and the pending mark, so only the checkpoint stays."
-    for st in ("stage1", "stage2"): (out / st / "train_state.pt").unlink(missing_ok=True)
+    for st in STAGE_DIRS: shutil.rmtree(out / st, ignore_errors=True)
     (out / "train_pending.json").unlink(missing_ok=True)
 
 # %% ../nbs/32_train.ipynb #ddd2d201
@@ -395,20 +476,26 @@ def condition_vlm(lm,                # the base LM (`condition_inputs`)
                  ) -> UnicornVLM:
     "The untrained VLM of `cfg` over `lm`, its projector initialised with `cfg.seed`; only the projector trains."
     vlm = UnicornVLM.from_lm(lm, tok, emb_dim=index.dim if index else 1, projector=cfg.projector, k=cfg.k,
-                             lm_source=f"packaged:{cfg.lm}" if cfg.lm == "smollm2" else "external", seed=cfg.seed,
+                             base_lm=cfg.lm, seed=cfg.seed,
                              image_position=cfg.image_position, input_scale=cfg.input_scale)
     return set_trainable(vlm, "frozen")
 
 # %% ../nbs/32_train.ipynb #7ac15b08
+def stage_schedule(cfg: TrainConfig, stage: str) -> StageSchedule:
+    "The `StageSchedule` of stage `pretrain` or `sft` under `cfg`: its steps and learning rate, the settings both share."
+    if stage not in ("pretrain", "sft"): raise ValueError(f"unknown stage {stage!r}: 'pretrain' or 'sft'")
+    steps, lr = (cfg.pretrain_steps, cfg.pretrain_lr) if stage == "pretrain" else (cfg.sft_steps, cfg.sft_lr)
+    return StageSchedule(steps=steps, lr=lr, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
+                         warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                         seed=cfg.seed, save_every_steps=cfg.save_every_steps)
+
 def stage_settings(cfg: TrainConfig,      # the training settings
                    lm,                    # the base LM: its prefix cache is used while it stays frozen
                    verbose: bool = True,  # print progress
                    accelerator=None       # an `accelerate.Accelerator` (None: each stage makes its own)
                   ) -> dict:
-    "The `train_stage` arguments both stages share (the prefix cache if `cfg.prefix_cache` and the LM stays frozen)."
-    return dict(batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps, warmup_frac=cfg.warmup_frac,
-                weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                save_every_steps=cfg.save_every_steps, verbose=verbose, accelerator=accelerator,
+    "The `train_stage` arguments both stages share besides the schedule (the prefix cache if the LM stays frozen)."
+    return dict(verbose=verbose, accelerator=accelerator,
                 prefix_cache=shared_prefix_cache(lm) if cfg.prefix_cache and cfg.lm_mode == "frozen" else None)
 
 def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector trainable (`condition_vlm`)
@@ -423,12 +510,12 @@ def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector tr
     if cfg.pretrain_steps and data["use_image"] and data["pretrain"]:
         ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len)
         if common["verbose"]: print(f"[train] {out.name}: stage 1 on {len(ds)} captions")
-        logs["pretrain"] = train_stage(vlm, ds, cfg.pretrain_steps, cfg.pretrain_lr, ckpt_dir=out / "stage1", **common)
+        logs["pretrain"] = train_stage(vlm, ds, stage_schedule(cfg, "pretrain"), ckpt_dir=out / STAGE_DIRS[0], **common)
     set_trainable(vlm, cfg.lm_mode)                                           # stage 2 trains the LM too, per `lm_mode`
     ds = VLMDataset(data["sft"], tok, data["index"], template="chat", k=cfg.k, max_len=cfg.max_len,
                     use_image=data["use_image"])
     if common["verbose"]: print(f"[train] {out.name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
-    logs["sft"] = train_stage(vlm, ds, cfg.sft_steps, cfg.sft_lr, ckpt_dir=out / "stage2", **common)
+    logs["sft"] = train_stage(vlm, ds, stage_schedule(cfg, "sft"), ckpt_dir=out / STAGE_DIRS[1], **common)
     return logs, len(ds)
 
 # %% ../nbs/32_train.ipynb #a257660f
@@ -441,7 +528,7 @@ def train_condition(run: RunFolder,            # the run folder: data come from 
                    ) -> Path:
     "Train (or reuse) the VLM of condition `method` under `cfg`; returns its checkpoint folder `vlm/<name>/`."
     name = condition_name(method, cfg, text_store)
-    out, key = run.path("vlm", name), condition_key(method, cfg, text_store)
+    out, key = run.vlm(name), condition_key(method, cfg, text_store)
     if is_trained(out, key):
         if verbose: print(f"[train] reusing {out}")
         return out
@@ -471,8 +558,7 @@ def main(argv: list[str] | None = None) -> None:
         k, v = kv.split("=", 1)
         over[k] = type(getattr(TrainConfig(), k))(v)
     cfg = resolve_config(PRESETS, a.profile, **over)
-    from accelerate import Accelerator
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = stage_accelerator(cfg.grad_accum_steps)          # both stages accumulate over cfg.grad_accum_steps
     out = train_condition(RunFolder(a.run_dir, profile=a.profile), a.method, cfg, a.text_store, accelerator=acc)
     acc.print(json.dumps({"checkpoint": str(out), "processes": acc.num_processes}))
 

@@ -4,35 +4,68 @@
 
 # %% ../nbs/21_transfer.ipynb #2dda7f25
 from __future__ import annotations
-import json, re
+import json, mmap, os, queue, re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .runs import EmbeddingShard, EmbeddingShards, ShardError
+from .runs import EmbeddingShard, EmbeddingShards, ShardError, atomic_write_bytes, check_ids
 
 # %% auto #0
-__all__ = ['TRANSFER_METHODS', 'TEST_TIME_CENTRING', 'l2norm', 'streaming_mean', 'shift_none', 'shift_unicorn_code',
+__all__ = ['TRANSFER_METHODS', 'CENTRINGS', 'TEST_TIME_CENTRING', 'l2norm', 'streaming_mean', 'shift_none', 'shift_unicorn_code',
            'shift_unicorn_paper', 'shift_oracle', 'shift_c3', 'shift_capdec', 'apply_transfer', 'transfer_shards',
-           'transfer_shards_ray', 'center_images', 'prepare_images', 'center_image_shards', 'save_stats', 'load_stats']
+           'transfer_shards_ray', 'center_images', 'centring_mean', 'prepare_images', 'center_image_shards',
+           'save_stats', 'load_stats']
 
 # %% ../nbs/21_transfer.ipynb #9f45d621
+def _l2norm_(x: np.ndarray, eps: float = 1e-12, sq: np.ndarray | None = None) -> np.ndarray:
+    "Rows of float `x` divided by their L2 norm in place (squares summed as `np.linalg.norm` sums them; `sq`: scratch like `x`)."
+    nrm = np.sqrt(np.add.reduce(np.multiply(x, x, out=sq), axis=-1, keepdims=True))
+    return np.divide(x, np.maximum(nrm, eps, out=nrm), out=x)
+
 def l2norm(x, eps: float = 1e-12) -> np.ndarray:
     "Each row of `x` divided by its L2 norm (float32, or float64 if `x` is float64)."
     x = np.asarray(x)
-    x = x if x.dtype == np.float64 else x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+    return _l2norm_(np.array(x, np.float64 if x.dtype == np.float64 else np.float32), eps)
+
+# %% ../nbs/21_transfer.ipynb #31519183
+_F16_CHUNK = 256   # rows per float32 chunk in the fast paths: about 1 MB at d = 1280, whatever the shard size
+_WORKERS = min(2, os.cpu_count() or 1)   # shards worked on at once by default (each holds about two shards' bytes)
+
+def _in_order(fn: Callable, items: list, workers: int) -> Iterable:
+    "`fn(item)` for each item, `workers` at a time in threads (numpy releases the GIL), yielded in the items' order."
+    ex, ahead = ThreadPoolExecutor(max_workers=max(1, workers)), deque()
+    try:
+        for it in items:
+            ahead.append(ex.submit(fn, it))
+            if len(ahead) >= workers: yield ahead.popleft().result()
+        while ahead: yield ahead.popleft().result()
+    finally: ex.shutdown(wait=True, cancel_futures=True)        # work started ahead of an error is only thrown away
+
+def _open_f16(p: Path) -> tuple[list, np.ndarray] | None:
+    """`(ids, rows)` of a float16 [n, d] shard (n > 0), the rows mapped read-only from the file (no copy); None for
+    anything else (another dtype or rank, no rows, no ids, a file safetensors refuses): the checked reader decides."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(p), framework="numpy") as f:     # validates the header and the data offsets
+            sl, meta = f.get_slice("embeddings"), f.metadata() or {}
+            shape, dtype, ids = sl.get_shape(), sl.get_dtype(), json.loads(meta["ids"])
+        with open(p, "rb") as fh:
+            n_head = int.from_bytes(fh.read(8), "little")
+            start = 8 + n_head + json.loads(fh.read(n_head))["embeddings"]["data_offsets"][0]
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if dtype == "F16" and len(shape) == 2 and 0 not in shape else None
+    except Exception: return None
+    if mm is None: return None
+    return ids, np.frombuffer(mm, np.float16, count=shape[0] * shape[1], offset=start).reshape(shape)
 
 # %% ../nbs/21_transfer.ipynb #badd1b29
 def _blocks(src) -> Iterable[tuple[str, np.ndarray]]:
-    "Yield `(name, rows)` from an `EmbeddingShards` store (checked shard by shard) or an iterable of arrays/shards."
-    if isinstance(src, EmbeddingShards):
-        paths = src.shard_paths()
-        if not paths: raise ShardError(f"{src.root}: no embedding shards")
-        for p in paths: yield str(p), src.read_path(p).emb
-        return
+    "Yield `(name, rows)` from an iterable of arrays/shards, each checked (2-D, finite)."
     for k, b in enumerate(src):
         name = f"block {k}"
         if isinstance(b, EmbeddingShard):
@@ -42,35 +75,75 @@ def _blocks(src) -> Iterable[tuple[str, np.ndarray]]:
         if not np.isfinite(b).all(): raise ShardError(f"{name}: non-finite value (NaN/Inf)")
         yield name, b
 
-def streaming_mean(src, normalize: bool = False) -> np.ndarray:
-    "Column mean (float64, O(d) memory) over an `EmbeddingShards` store or an iterable of [n, d] arrays; rows L2-normalised first if `normalize`."
+def _block_sum(b: np.ndarray, normalize: bool) -> np.ndarray:
+    "Column sums (float64) of an in-memory block, rows L2-normalised first if `normalize`."
+    return (l2norm(b.astype(np.float64)) if normalize else b).sum(0, dtype=np.float64)
+
+def _shard_sum(u: np.ndarray, normalize: bool = False) -> np.ndarray:
+    """Column sums (float64) of float16 rows `u`, `_F16_CHUNK` rows at a time but added row after row, in the order
+    `u.sum(0, dtype=np.float64)` adds them (the same bits); rows L2-normalised first if `normalize`."""
+    buf = np.zeros((min(_F16_CHUNK, len(u)) + 1, u.shape[1]))     # row 0 carries the running sum
+    for a in range(0, len(u), _F16_CHUNK):
+        rows = buf[1:1 + len(u[a:a + _F16_CHUNK])]
+        np.copyto(rows, u[a:a + len(rows)])
+        if normalize: _l2norm_(rows)
+        buf[0] = buf[:1 + len(rows)].sum(0)
+    return buf[0].copy()
+
+def _fast_sum(src: EmbeddingShards, p: Path, normalize: bool) -> tuple[np.ndarray, tuple] | None:
+    "Column sums and shape of store shard `p`, float16 and mapped, the reader's checks folded in; None where the checked reader must decide."
+    got = _open_f16(p)
+    if got is None or src.dim not in (None, got[1].shape[1]): return None
+    check_ids(p, got[0], len(got[1]))                               # the reader's checks, in its order
+    with np.errstate(all="ignore"): s = _shard_sum(got[1], normalize)
+    return (s, got[1].shape) if np.isfinite(s).all() else None      # a NaN/Inf row: the checked reader names it
+
+def _store_sums(src: EmbeddingShards, normalize: bool, workers: int) -> Iterable[tuple[str, np.ndarray, tuple]]:
+    "Yield `(name, column sums, shape)` per shard of a store, in order: `_fast_sum` in `workers` threads, the shards it declines read checked."
+    paths = src.shard_paths()
+    if not paths: raise ShardError(f"{src.root}: no embedding shards")
+    for p, got in zip(paths, _in_order(lambda q: _fast_sum(src, q, normalize), paths, workers)):
+        if got is None: b = src.read_path(p).emb; got = (_block_sum(b, normalize), b.shape)
+        yield str(p), *got
+
+def streaming_mean(src, normalize: bool = False, workers: int | None = None) -> np.ndarray:
+    """Column mean (float64, O(d) memory) over an `EmbeddingShards` store (`workers` shards at a time, default 2) or an
+    iterable of [n, d] arrays; rows L2-normalised first if `normalize`."""
     total, n, dim = None, 0, None
-    for name, b in _blocks(src):
-        if dim is None: dim = b.shape[1]; total = np.zeros(dim, np.float64)
-        elif b.shape[1] != dim: raise ShardError(f"{name}: dimension {b.shape[1]} != {dim} of the earlier shards")
-        b = l2norm(b.astype(np.float64)) if normalize else b
-        total += b.sum(0, dtype=np.float64); n += b.shape[0]
+    sums = _store_sums(src, normalize, workers or _WORKERS) if isinstance(src, EmbeddingShards) else ((k, _block_sum(b, normalize), b.shape) for k, b in _blocks(src))
+    for name, s, shape in sums:
+        if dim is None: dim = shape[1]; total = np.zeros(dim, np.float64)
+        elif shape[1] != dim: raise ShardError(f"{name}: dimension {shape[1]} != {dim} of the earlier shards")
+        total += s; n += shape[0]
     if not n: raise ShardError(f"{getattr(src, 'root', 'input')}: no rows to average")
     return total / n
 
 # %% ../nbs/21_transfer.ipynb #c938e6f7
+_NORMALISED = ("unicorn_paper", "oracle", "c3", "capdec")   # the methods that end with Norm(.)
+
+def _shift_rows(method: str, x: np.ndarray, mu_t=None, mu_i=None, noise=None, sq=None) -> np.ndarray:
+    "`method`'s formula on float32 rows `x`, in place, in the formula's order: − `mu_t`, + `mu_i`, + `noise`, then Norm if it normalises."
+    for v, op in ((mu_t, np.subtract), (mu_i, np.add), (noise, np.add)):
+        if v is not None: op(x, np.asarray(v, np.float32), out=x)
+    return _l2norm_(x, sq=sq) if method in _NORMALISED else x
+
 def shift_none(u) -> np.ndarray:
     "The raw text embedding (no transfer)."
-    return np.asarray(u, np.float32).copy()
+    return np.array(u, np.float32)
 
 # %% ../nbs/21_transfer.ipynb #c85546f8
 def shift_unicorn_code(u, mu_t) -> np.ndarray:
     "Unicorn as in the authors' code: `u - mu_t`, no re-normalisation."
-    return (np.asarray(u, np.float32) - np.asarray(mu_t, np.float32)).astype(np.float32)
+    return _shift_rows("unicorn_code", np.array(u, np.float32), mu_t)
 
 # %% ../nbs/21_transfer.ipynb #5a01f94b
 def shift_unicorn_paper(u, mu_t) -> np.ndarray:
     "Unicorn as in the paper: `Norm(u - mu_t)`."
-    return l2norm(shift_unicorn_code(u, mu_t))
+    return _shift_rows("unicorn_paper", np.array(u, np.float32), mu_t)
 
 def shift_oracle(u, mu_t, mu_i) -> np.ndarray:
     "Oracle mean shift with image statistics: `Norm(u - mu_t + mu_i)`."
-    return l2norm(np.asarray(u, np.float32) - np.asarray(mu_t, np.float32) + np.asarray(mu_i, np.float32))
+    return _shift_rows("oracle", np.array(u, np.float32), mu_t, mu_i)
 
 # %% ../nbs/21_transfer.ipynb #8e2de166
 def _noise(shape, sigma2: float, rng) -> np.ndarray:
@@ -85,13 +158,13 @@ def shift_c3(u,                      # text embeddings [n, d]
              rng=None,               # a numpy Generator for the noise (None: a fresh, unseeded one)
             ) -> np.ndarray:
     "C3: `Norm(u - mu_t + eps)`, eps ~ N(0, sigma2 I)."
-    u = np.asarray(u, np.float32)
-    return l2norm(u - np.asarray(mu_t, np.float32) + _noise(u.shape, sigma2, rng))
+    x = np.array(u, np.float32)
+    return _shift_rows("c3", x, mu_t, noise=_noise(x.shape, sigma2, rng))
 
 def shift_capdec(u, sigma2: float = 0.016, rng=None) -> np.ndarray:
     "CapDec: noise only, `Norm(u + eps)`, eps ~ N(0, sigma2 I)."
-    u = np.asarray(u, np.float32)
-    return l2norm(u + _noise(u.shape, sigma2, rng))
+    x = np.array(u, np.float32)
+    return _shift_rows("capdec", x, noise=_noise(x.shape, sigma2, rng))
 
 TRANSFER_METHODS: dict[str, Callable] = {
     "none": shift_none, "unicorn_code": shift_unicorn_code, "unicorn_paper": shift_unicorn_paper,
@@ -118,6 +191,94 @@ def apply_transfer(method: str,            # a key of `TRANSFER_METHODS`
     if method in ("c3", "capdec"): kw.update(sigma2=sigma2, rng=rng)
     return TRANSFER_METHODS[method](u, **kw)
 
+# %% ../nbs/21_transfer.ipynb #0de22422
+def _shard_header(ids: list, n: int, d: int) -> bytes:
+    "The bytes `safetensors.numpy.save` writes before float16 `embeddings` [n, d] stored with these `ids` (as `EmbeddingShards.write` stores them)."
+    meta = json.dumps(json.dumps([str(i) for i in ids]))           # the inner JSON is ASCII: escaped the same by serde
+    head = ('{"__metadata__":{"ids":%s},"embeddings":{"dtype":"F16","shape":[%d,%d],"data_offsets":[0,%d]}}'
+            % (meta, n, d, 2 * n * d)).encode()
+    head += b" " * (-len(head) % 8)                                 # safetensors pads the header to 8 bytes
+    return len(head).to_bytes(8, "little") + head
+
+class _ShardWriter:
+    """Writes shard files with `atomic_write_bytes` (one fsync each) in a background thread, one at a time, while the
+    next shards are computed into buffers it lends (`take`) and takes back once written: a few, reused, whatever the store's size."""
+    def __init__(self): self.pool, self.pending, self.free = ThreadPoolExecutor(max_workers=1), None, queue.SimpleQueue()
+    def take(self, size: int) -> np.ndarray:
+        "A uint8 buffer of `size` bytes, a free one if it is large enough (thread-safe)."
+        try: b = self.free.get_nowait()
+        except queue.Empty: b = np.empty(0, np.uint8)
+        return b[:size] if b.size >= size else np.empty(size, np.uint8)
+    def give(self, b: np.ndarray) -> None:
+        "Hand back a buffer from `take`."
+        self.free.put(b if b.base is None else b.base)
+    def _write(self, path: Path, data: np.ndarray) -> None:
+        "The writing thread's job: the file, then its buffer back."
+        atomic_write_bytes(path, data); self.give(data)
+    def submit(self, path: Path, data: np.ndarray) -> None:
+        "Write `data` (from `take`) to `path` once the file in flight is written (whose error, if any, is raised here)."
+        self.wait(); self.pending = self.pool.submit(self._write, path, data)
+    def wait(self) -> None:
+        "Block until the file in flight is written; re-raise its error."
+        f, self.pending = self.pending, None
+        if f is not None: f.result()
+    def __enter__(self) -> "_ShardWriter":
+        "Start writing."
+        return self
+    def __exit__(self, *exc) -> None:
+        "Finish the file in flight (also when the caller failed: the shards before the failure are kept), then stop the thread."
+        try: self.wait()
+        finally: self.pool.shutdown()
+
+# %% ../nbs/21_transfer.ipynb #0c325f71
+@dataclass(frozen=True)
+class _Transfer:
+    "One `transfer_shards` call's settings."
+    method: str; mu_t: object; mu_i: object; sigma2: float; seed: int; dim: int
+    def stats32(self) -> dict | None:
+        "The float32 [dim] statistics `method` uses, or None when one is missing or odd (the checked path then raises as it did)."
+        try:
+            st = {k: np.asarray({"mu_t": self.mu_t, "mu_i": self.mu_i}[k], np.float32) for k in _NEEDS[self.method]}
+            np.random.default_rng([self.seed, 0])
+        except (TypeError, ValueError): return None
+        noise_ok = self.method not in ("c3", "capdec") or (isinstance(self.sigma2, (int, float)) and self.sigma2 >= 0)
+        return st if noise_ok and all(v.shape == (self.dim,) for v in st.values()) else None
+
+def _shift_chunks(t: _Transfer, st: dict, u: np.ndarray, out: np.ndarray, rng) -> bool:
+    """`t.method` on float16 rows `u` into float16 `out`, `_F16_CHUNK` rows at a time through one float32 buffer; False
+    at the first chunk with a value that is not finite in float16 (NaN, Inf, |x| >= 65520): the checked path names it."""
+    x = np.empty((min(_F16_CHUNK, len(u)), u.shape[1]), np.float32); sq = np.empty_like(x)
+    for a in range(0, len(u), _F16_CHUNK):
+        xc = x[:len(u[a:a + _F16_CHUNK])]
+        np.copyto(xc, u[a:a + len(xc)])                             # the one float16 -> float32 conversion
+        noise = _noise(xc.shape, t.sigma2, rng) if t.method in ("c3", "capdec") else None
+        _shift_rows(t.method, xc, st.get("mu_t"), st.get("mu_i"), noise, sq[:len(xc)])
+        if not (xc.max() < 65520 and xc.min() > -65520): return False
+        np.copyto(out[a:a + len(xc)], xc)                           # the one float32 -> float16 conversion
+    return True
+
+def _fast_shard(src: EmbeddingShards, dst: EmbeddingShards, p: Path, t: _Transfer, st: dict, rng, writer: _ShardWriter) -> tuple[np.ndarray, int] | None:
+    "`(file bytes, rows)` of shard `p` transferred into a buffer `writer` lends, from the mapped source; None where the checked path must decide."
+    got = _open_f16(p)
+    if got is None or got[1].shape[1] != t.dim or dst.dim != t.dim or src.dim not in (None, t.dim): return None
+    ids, u = got
+    check_ids(p, ids, len(u))                                       # the reader's checks, in its order
+    head = _shard_header(ids, *u.shape)
+    buf = writer.take(len(head) + u.nbytes); buf[:len(head)] = np.frombuffer(head, np.uint8)
+    with np.errstate(all="ignore"):                                 # a bad value warns (or raises) on the checked path only
+        ok = _shift_chunks(t, st, u, buf[len(head):].view(np.float16).reshape(u.shape), rng)
+    if not ok: writer.give(buf)
+    return (buf, len(u)) if ok else None
+
+def _write_shard(src: EmbeddingShards, dst: EmbeddingShards, p: Path, k: int, t: _Transfer, got, writer: _ShardWriter) -> int:
+    "Write shard `k`: the fast path's bytes `got` in the background, or today's checked path for a shard it gave back (None); returns its rows."
+    if got is not None: writer.submit(dst.path(k), got[0]); return got[1]
+    sh = src.read_path(p)
+    if sh.emb.shape[1] != t.dim: raise ShardError(f"{p}: dimension {sh.emb.shape[1]} != {t.dim} (of the first shard)")
+    rng = np.random.default_rng([t.seed, k])
+    dst.write(k, (sh.ids, apply_transfer(t.method, sh.emb, t.mu_t, t.mu_i, t.sigma2, rng)))
+    return len(sh.ids)
+
 # %% ../nbs/21_transfer.ipynb #6493130a
 def _shard_index(p: Path) -> int:
     "The index `k` of a `part-0000k.*` shard file."
@@ -133,6 +294,7 @@ def transfer_shards(src: EmbeddingShards,   # the text-embedding shards to trans
                     sigma2: float = 0.016,  # noise variance of 'c3' and 'capdec'
                     seed: int = 0,          # noise seed: shard k draws from the generator seeded `[seed, k]`
                     progress: bool = True,  # show a progress bar
+                    workers: int | None = None,  # shards computed at once, in threads (None: 2, or 1 on one CPU)
                    ) -> dict:
     "Write `method`-transferred copies of `src`'s shards into `dst`, shard by shard (resumable); returns counts."
     if method not in TRANSFER_METHODS: raise ValueError(f"unknown transfer method {method!r}: choose one of {list(TRANSFER_METHODS)}")
@@ -143,15 +305,14 @@ def transfer_shards(src: EmbeddingShards,   # the text-embedding shards to trans
     for name, mu in (("mu_t", mu_t), ("mu_i", mu_i)):
         if mu is not None and len(mu) != dim: raise ShardError(f"{name} has dimension {len(mu)}, the shards of {src.root} {dim}")
     if dst.dim is None: dst.dim = dim
-    counts = {"shards": len(paths), "written": 0, "resumed": 0, "rows": 0}
-    for p in tqdm(paths, desc=f"transfer {method}", disable=not progress):
-        k = _shard_index(p)
-        if dst.exists(k): counts["resumed"] += 1; continue
-        sh = src.read_path(p)
-        if sh.emb.shape[1] != dim: raise ShardError(f"{p}: dimension {sh.emb.shape[1]} != {dim} (of the first shard)")
-        rng = np.random.default_rng([seed, k])
-        dst.write(k, (sh.ids, apply_transfer(method, sh.emb, mu_t, mu_i, sigma2, rng)))
-        counts["written"] += 1; counts["rows"] += len(sh.ids)
+    t = _Transfer(method, mu_t, mu_i, sigma2, seed, dim); st = t.stats32()
+    todo = [(p, _shard_index(p)) for p in paths]; todo = [(p, k) for p, k in todo if not dst.exists(k)]
+    counts = {"shards": len(paths), "written": 0, "resumed": len(paths) - len(todo), "rows": 0}
+    with _ShardWriter() as writer:
+        fast = lambda pk: None if st is None else _fast_shard(src, dst, pk[0], t, st, np.random.default_rng([seed, pk[1]]), writer)
+        done = _in_order(fast, todo, workers or _WORKERS)          # computed ahead, handled in shard order
+        for (p, k), got in zip(todo, tqdm(done, total=len(todo), desc=f"transfer {method}", disable=not progress)):
+            counts["rows"] += _write_shard(src, dst, p, k, t, got, writer); counts["written"] += 1
     return counts
 
 # %% ../nbs/21_transfer.ipynb #94623f53
@@ -194,35 +355,49 @@ def transfer_shards_ray(src: EmbeddingShards,         # the text-embedding shard
     return {"shards": len(paths), "written": len(done), "resumed": len(paths) - len(recs), "rows": sum(d["rows"] for d in done)}
 
 # %% ../nbs/21_transfer.ipynb #d9b5773e
-TEST_TIME_CENTRING = {  # method -> (centre?, re-normalise?)
-    "none": (False, False), "capdec": (False, False), "oracle": (False, False),
-    "unicorn_code": (True, False), "unicorn_paper": (True, True), "c3": (True, True),
-    "synth2": (False, False),   # Synth²'s generator samples raw image-space embeddings, like the oracle's
+CENTRINGS = {  # name -> the statistic E[V] subtracted at test time: ṽ = v − E[V], never re-normalised
+    "paper": "mu_image_test",    # Unicorn v2 §3.3: the evaluated images' own mean
+    "c3": "mu_image_train",      # C3's variant: the training images' mean
+}
+TEST_TIME_CENTRING = {  # method -> (centre at test time?, default centring: a key of `CENTRINGS`)
+    "none": (False, None), "capdec": (False, None), "oracle": (False, None),
+    "unicorn_code": (True, "paper"), "unicorn_paper": (True, "paper"), "c3": (True, "paper"),
+    "synth2": (False, None),   # Synth²'s generator samples raw image-space embeddings, like the oracle's
 }
 
-def center_images(emb, mean=None, renormalize: bool = False) -> np.ndarray:
-    "Real image embeddings minus `mean` (default: their own mean, as the Unicorn paper), re-normalised if asked."
+def center_images(emb, mean=None) -> np.ndarray:
+    "ṽ = v − E[V]: real image embeddings minus `mean` (None: their own mean, the paper's); never re-normalised."
     v = np.asarray(emb, np.float32)
     mu = v.astype(np.float64).mean(0) if mean is None else np.asarray(mean, np.float64)
     if mu.shape != (v.shape[1],): raise ValueError(f"mean has shape {mu.shape}, embeddings have dimension {v.shape[1]}")
-    out = (v - mu.astype(np.float32)).astype(np.float32)
-    return l2norm(out) if renormalize else out
+    return (v - mu.astype(np.float32)).astype(np.float32)
+
+def centring_mean(centring: str = "paper", stats: dict | None = None) -> np.ndarray | None:
+    """The mean E[V] the named `centring` subtracts, from statistics `stats` (`load_stats`): `mu_image_test` or
+    `mu_image_train`; for "paper" without statistics None (the evaluated images' own mean)."""
+    if centring not in CENTRINGS: raise ValueError(f"unknown centring {centring!r}: choose one of {list(CENTRINGS)}")
+    key = CENTRINGS[centring]
+    if stats is not None and key in stats: return np.asarray(stats[key], np.float64)
+    if centring == "paper": return None
+    raise ValueError(f"centring {centring!r} subtracts the training images' mean: statistics with {key!r} needed")
 
 def prepare_images(emb, method: str, mean=None) -> np.ndarray:
     "Real image embeddings as a VLM trained on `method`'s synthetic embeddings should see them (see the table above)."
     if method not in TEST_TIME_CENTRING: raise ValueError(f"unknown transfer method {method!r}: choose one of {list(TEST_TIME_CENTRING)}")
-    centre, renorm = TEST_TIME_CENTRING[method]
-    return center_images(emb, mean, renorm) if centre else np.asarray(emb, np.float32).copy()
+    return center_images(emb, mean) if TEST_TIME_CENTRING[method][0] else np.asarray(emb, np.float32).copy()
 
 # %% ../nbs/21_transfer.ipynb #bce2dc5a
-def center_image_shards(src: EmbeddingShards,   # real image-embedding shards
-                        dst: EmbeddingShards,   # where the results go (shards already there are kept: resume)
-                        method: str,            # the method the VLM was trained on (a key of `TEST_TIME_CENTRING`)
-                        mean=None,              # the image mean [d] to subtract (None: `src`'s own, streamed)
-                        progress: bool = True,  # show a progress bar
+def center_image_shards(src: EmbeddingShards,    # real image-embedding shards
+                        dst: EmbeddingShards,    # where the results go (shards already there are kept: resume)
+                        method: str,             # the method the VLM was trained on (a key of `TEST_TIME_CENTRING`)
+                        mean=None,               # the mean E[V] [d] to subtract (None: `src`'s own, streamed, for "paper")
+                        centring: str | None = None,  # a key of `CENTRINGS` (None: the method's default)
+                        progress: bool = True,   # show a progress bar
                        ) -> dict:
-    "Write `prepare_images(shard, method, mean)` for each shard of `src` into `dst` (mean: `src`'s own, streaming)."
-    if TEST_TIME_CENTRING.get(method, (False,))[0] and mean is None: mean = streaming_mean(src)
+    "Write `prepare_images(shard, method, mean)` for each shard of `src` into `dst`: ṽ = v − E[V] as `centring` defines E[V]."
+    centre, default = TEST_TIME_CENTRING.get(method, (False, None))
+    if centre and mean is None: mean = centring_mean(centring or default)        # "c3" without a mean: refused
+    if centre and mean is None: mean = streaming_mean(src)                       # "paper": the evaluated images' own
     counts = {"shards": 0, "written": 0, "resumed": 0}
     for p in tqdm(src.shard_paths(), desc=f"centre images ({method})", disable=not progress):
         k = _shard_index(p); counts["shards"] += 1

