@@ -71,11 +71,13 @@ def test_mean_of_micro_batch_means_would_differ(data):
     assert len(set(counts)) > 1, counts                                 # the micro-batches' token counts differ
     assert _max_diff(full, naive) > 1e-4, _max_diff(full, naive)        # 100× the tolerance the equality tests use
 
-def test_an_accelerator_that_accumulates_otherwise_is_refused():
+def test_an_accelerator_that_accumulates_otherwise_is_set_to_the_schedule():
+    "Stages may accumulate differently (the paper: 4 in pre-training, 2 in instruction tuning); a launch config's"
+    "override is corrected (DeepSpeed, which fixes it in its engine, is refused instead: not runnable here)."
     acc = stage_accelerator(2)
     assert acc.gradient_accumulation_steps == 2
-    with pytest.raises(ValueError, match="accumulates over 2 micro-batches, the schedule over 4"):
-        stage_accelerator(4, acc)
+    assert stage_accelerator(4, acc).gradient_accumulation_steps == 4
+    acc.gradient_accumulation_steps = 2
 
 DDP_STEP = '''
 import os, sys, tempfile, pathlib, numpy as np, torch

@@ -43,6 +43,8 @@ class TrainConfig:
     lm_mode: str = "frozen"             # stage 2: "frozen" (projector only), "full", or "lora"
     batch_size: int = 16                # per optimizer step, over all processes and accumulation steps
     grad_accum_steps: int = 1
+    pretrain_batch_size: int = 0        # stage 1's batch if it differs (0: `batch_size`)
+    pretrain_grad_accum_steps: int = 0  # stage 1's accumulation steps if they differ (0: `grad_accum_steps`)
     warmup_frac: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -70,9 +72,10 @@ PRESETS = {
     # Batch: the authors' instruction-tuning script (code `script/train/finetune_full.sh`) uses 64 = 8 GPUs x 4 per device
     # x 2 accumulation steps, and their released checkpoint is step 7,364 (7,364 x 64 = 471K, one epoch): 471_000 // 64 =
     # 7,359 steps; under configs/accelerate/ddp.yaml (8 processes) a micro-batch is 32 = 4 per device. Their pre-training
-    # script uses 256 (papers/unicorn.md); `TrainConfig` has one batch for both stages, so pre-training runs at 64 too,
-    # for one epoch of Unicorn-1.2M (18,750 steps).
-    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1_200_000 // 64,
+    # script (code `script/train/pretrain.sh`) uses 256 = 8 GPUs x 8 per device x 4 accumulation steps: one epoch of
+    # Unicorn-1.2M is 1_200_000 // 256 = 4,687 steps.
+    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1_200_000 // 256,
+                         pretrain_batch_size=256, pretrain_grad_accum_steps=4,
                          sft_steps=471_000 // 64, sft_lr=1e-5, lm_mode="full", batch_size=64, grad_accum_steps=2,
                          warmup_frac=0.03, instruction_set="llava", save_every_steps=500),
 }
@@ -152,9 +155,12 @@ def _batch(items: list[dict], pad_id: int, cache: PrefixCache | None, image_id: 
 
 def stage_accelerator(grad_accum_steps: int, accelerator=None):
     """`accelerator`, or a new `accelerate.Accelerator` (on the GPU if there is one), that accumulates gradients over
-    `grad_accum_steps` micro-batches; one that accumulates otherwise is refused (e.g. overridden by a launch config)."""
-    from accelerate import Accelerator
+    `grad_accum_steps` micro-batches. One that accumulates otherwise (the other stage's setting, or a launch config's
+    override) is set to `grad_accum_steps`; under DeepSpeed, which fixes it when the engine is made, it is refused."""
+    from accelerate import Accelerator, DistributedType
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=grad_accum_steps)
+    if acc.gradient_accumulation_steps != grad_accum_steps and acc.distributed_type != DistributedType.DEEPSPEED:
+        acc.gradient_accumulation_steps = grad_accum_steps
     if acc.gradient_accumulation_steps != grad_accum_steps:
         raise ValueError(f"the accelerator accumulates over {acc.gradient_accumulation_steps} micro-batches, the schedule over "
                          f"{grad_accum_steps}: make it with Accelerator(gradient_accumulation_steps={grad_accum_steps}), and "
@@ -484,8 +490,11 @@ def condition_vlm(lm,                # the base LM (`condition_inputs`)
 def stage_schedule(cfg: TrainConfig, stage: str) -> StageSchedule:
     "The `StageSchedule` of stage `pretrain` or `sft` under `cfg`: its steps and learning rate, the settings both share."
     if stage not in ("pretrain", "sft"): raise ValueError(f"unknown stage {stage!r}: 'pretrain' or 'sft'")
-    steps, lr = (cfg.pretrain_steps, cfg.pretrain_lr) if stage == "pretrain" else (cfg.sft_steps, cfg.sft_lr)
-    return StageSchedule(steps=steps, lr=lr, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
+    pre = stage == "pretrain"
+    steps, lr = (cfg.pretrain_steps, cfg.pretrain_lr) if pre else (cfg.sft_steps, cfg.sft_lr)
+    batch = cfg.pretrain_batch_size if pre and cfg.pretrain_batch_size else cfg.batch_size
+    accum = cfg.pretrain_grad_accum_steps if pre and cfg.pretrain_grad_accum_steps else cfg.grad_accum_steps
+    return StageSchedule(steps=steps, lr=lr, batch_size=batch, grad_accum_steps=accum,
                          warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                          seed=cfg.seed, save_every_steps=cfg.save_every_steps)
 

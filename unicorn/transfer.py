@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, mmap, os, queue, re
 from collections import deque
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,11 @@ def streaming_mean(src, normalize: bool = False, workers: int | None = None) -> 
     iterable of [n, d] arrays; rows L2-normalised first if `normalize`."""
     total, n, dim = None, 0, None
     sums = _store_sums(src, normalize, workers or _WORKERS) if isinstance(src, EmbeddingShards) else ((k, _block_sum(b, normalize), b.shape) for k, b in _blocks(src))
-    for name, s, shape in sums:
-        if dim is None: dim = shape[1]; total = np.zeros(dim, np.float64)
-        elif shape[1] != dim: raise ShardError(f"{name}: dimension {shape[1]} != {dim} of the earlier shards")
-        total += s; n += shape[0]
+    with closing(sums):                                             # on an error, the shards read ahead are dropped now
+        for name, s, shape in sums:
+            if dim is None: dim = shape[1]; total = np.zeros(dim, np.float64)
+            elif shape[1] != dim: raise ShardError(f"{name}: dimension {shape[1]} != {dim} of the earlier shards")
+            total += s; n += shape[0]
     if not n: raise ShardError(f"{getattr(src, 'root', 'input')}: no rows to average")
     return total / n
 
@@ -310,9 +312,9 @@ def transfer_shards(src: EmbeddingShards,   # the text-embedding shards to trans
     counts = {"shards": len(paths), "written": 0, "resumed": len(paths) - len(todo), "rows": 0}
     with _ShardWriter() as writer:
         fast = lambda pk: None if st is None else _fast_shard(src, dst, pk[0], t, st, np.random.default_rng([seed, pk[1]]), writer)
-        done = _in_order(fast, todo, workers or _WORKERS)          # computed ahead, handled in shard order
-        for (p, k), got in zip(todo, tqdm(done, total=len(todo), desc=f"transfer {method}", disable=not progress)):
-            counts["rows"] += _write_shard(src, dst, p, k, t, got, writer); counts["written"] += 1
+        with closing(_in_order(fast, todo, workers or _WORKERS)) as done:   # computed ahead, handled in shard order
+            for (p, k), got in zip(todo, tqdm(done, total=len(todo), desc=f"transfer {method}", disable=not progress)):
+                counts["rows"] += _write_shard(src, dst, p, k, t, got, writer); counts["written"] += 1
     return counts
 
 # %% ../nbs/21_transfer.ipynb #94623f53
