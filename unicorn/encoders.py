@@ -21,9 +21,9 @@ from .gap import gap_vector, gap_shift_for, apply_gap_shift, shifted_gap, gap_me
 # %% auto #0
 __all__ = ['MINICL_TEMPLATES', 'to_pil', 'Encoder', 'HFDualEncoder', 'load_hf_dual_encoder', 'OpenCLIPEncoder', 'load_open_clip',
            'LLM2CLIPEncoder', 'load_llm2clip', 'MiniCLConfig', 'ImageTower', 'MiniCL', 'images_to_tensor', 'augment',
-           'label_aware_clip_loss', 'minicl_label_captions', 'minicl_train_pairs', 'set_minicl_gap', 'train_minicl',
-           'MiniCLEncoder', 'save_minicl', 'load_minicl', 'label_retrieval', 'label_pair_gap', 'load_encoder',
-           'encode_to_shards']
+           'label_aware_clip_loss', 'minicl_label_captions', 'minicl_train_pairs', 'set_minicl_gap', 'fit_minicl',
+           'train_minicl', 'MiniCLEncoder', 'save_minicl', 'load_minicl', 'label_retrieval', 'label_pair_gap',
+           'load_encoder', 'encode_to_shards']
 
 # %% ../nbs/20_encoders.ipynb #b754363c
 def to_pil(x):
@@ -188,10 +188,15 @@ def images_to_tensor(x) -> torch.Tensor:
     "uint8 [n, h, w, 3] (64×64) -> float [n, 3, h, w] in [-1, 1]."
     return torch.as_tensor(np.asarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
-def augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
-    "Random horizontal flips and a random translation by up to `shift` px (no colour change)."
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+def augment(x: torch.Tensor,         # images [b, 3, h, w]
+            shift: int,             # the largest translation, in pixels (0: none)
+            gen: torch.Generator,   # the random stream (flips first, then the offset)
+            flip: bool = True       # also flip half of them horizontally
+           ) -> torch.Tensor:
+    "Random horizontal flips (unless `flip=False`: text and digits must not be mirrored) and a random translation by up to `shift` px."
+    if flip:
+        flipped = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(3), x)
     if not shift: return x
     pad = F.pad(x, (shift,) * 4, mode="replicate")
     i, j = torch.randint(0, 2 * shift + 1, (2,), generator=gen).tolist()
@@ -260,29 +265,41 @@ def set_minicl_gap(model: MiniCL,         # minicl, whose gap buffers are set in
             "shifted": round(float(np.linalg.norm(got)), 6), "pairs": len(img)}
 
 # %% ../nbs/20_encoders.ipynb #b8256f0a
-def train_minicl(cfg: MiniCLConfig = MiniCLConfig(), progress: bool = True) -> tuple[MiniCL, dict]:
-    "Train minicl (a stand-in for CLIP) on easy-VQA train image–caption pairs; returns the model and a log."
+def fit_minicl(X: torch.Tensor,            # images [n, 3, 64, 64] in [-1, 1] (`images_to_tensor`)
+               y: torch.Tensor,            # label index per image [n]
+               T: torch.Tensor,            # frozen MiniLM embeddings of each label's captions [labels, templates, 384]
+               cfg: MiniCLConfig,          # architecture, schedule and gap target
+               flip: bool = True,          # augment with horizontal flips (not for text or digits)
+               progress: bool = True       # show a progress bar
+              ) -> tuple[MiniCL, dict]:
+    "Train minicl on images `X` whose captions are `T[y]` (one template drawn per step), then set its gap; model and log."
     torch.manual_seed(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.time()
-    _, X, y = _labelled_images("train", cfg.max_train_images, cfg.seed)
-    X = images_to_tensor(X)
-    labels, texts = minicl_label_captions()
-    T = _minilm_embed(texts).view(len(labels), len(MINICL_TEMPLATES), -1)        # computed once; MiniLM stays frozen
     model = MiniCL(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.n_steps, 1), 1))))
-    log = {"loss": [], "images": len(X), "captions": len(texts), "setup_s": round(time.time() - t0, 2)}
+    log = {"loss": [], "images": len(X), "captions": T.shape[0] * T.shape[1], "flip": flip}
     bs = min(cfg.batch_size, len(X))
     for step in tqdm(range(cfg.n_steps), desc="minicl (a stand-in for CLIP)", disable=not progress):
         idx = torch.randint(0, len(X), (bs,), generator=gen)
-        tpl = torch.randint(0, len(MINICL_TEMPLATES), (bs,), generator=gen)
-        v = model.image(augment(X[idx], cfg.shift, gen)); t = model.text_head(T[y[idx], tpl])
+        tpl = torch.randint(0, T.shape[1], (bs,), generator=gen)
+        v = model.image(augment(X[idx], cfg.shift, gen, flip)); t = model.text_head(T[y[idx], tpl])
         loss = label_aware_clip_loss(v, t, y[idx], model.logit_scale)
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         log["loss"].append(round(loss.item(), 4))
     log.update(train_s=round(time.time() - t0, 2), steps=cfg.n_steps, temperature=round(1 / model.logit_scale.exp().item(), 4))
     log["gap_train"] = set_minicl_gap(model, *_native_embed(model, X, T[y, 0]), cfg.gap_target)   # train pairs, template 0
     return model.eval(), log
+
+def train_minicl(cfg: MiniCLConfig = MiniCLConfig(), progress: bool = True) -> tuple[MiniCL, dict]:
+    "Train minicl (a stand-in for CLIP) on easy-VQA train image–caption pairs; returns the model and a log."
+    t0 = time.time()
+    _, X, y = _labelled_images("train", cfg.max_train_images, cfg.seed)
+    labels, texts = minicl_label_captions()
+    T = _minilm_embed(texts).view(len(labels), len(MINICL_TEMPLATES), -1)        # computed once; MiniLM stays frozen
+    setup_s = time.time() - t0
+    model, log = fit_minicl(images_to_tensor(X), y, T, cfg, progress=progress)
+    return model, log | {"setup_s": round(setup_s, 2), "train_s": round(time.time() - t0, 2)}
 
 # %% ../nbs/20_encoders.ipynb #9f26753d
 class MiniCLEncoder(Encoder):

@@ -47,7 +47,8 @@ STEPS: list[Step] = [
          full={"methods": ["none", "unicorn_code"]}, est_s=1500),
     # Gap geometry and domains
     Step("50_study_gap_geometry.ipynb", {"max_pairs": 200}, demo=None, est_s=120),
-    Step("51_study_domain_gap.ipynb", demo=None, est_s=60),
+    Step("51_study_domain_gap.ipynb", {"n_train": 48, "n_test": 24, "encoder_steps": 3, "seeds": [0], "sft_steps": 2,
+                                       "batch_size": 4}, demo=None, est_s=1050),
     # SynthVLM and Synth2
     Step("40_synthvlm.ipynb", {"max_judge": 4, "n_tiny_demo": 2}, demo=None, est_s=120),
     Step("41_synth2.ipynb", {"train_steps": 200, "n_generate": 0, "n_balanced": 12}, demo=None, est_s=120),

@@ -205,6 +205,7 @@ class RunLayout:
     synthvlm_tiny_demo = _at("synthvlm/tiny_demo", "40 SynthVLM: the tiny diffusion model's demo images")
     synth2 = _at("synth2", "41 Synth²: the text-to-embedding generator")
     synth2_model = _at("synth2/model.safetensors", "41 Synth²: the generator's weights")
+    tokens = _at("tokens", "32 train: pre-tokenised stage data (`TokenStore`s named by their fingerprint)")
     notebooks = _at("notebooks", "the pipeline's executed notebooks")
     figures = _at("figures", "a smoke run's figures (the committed figures/ are never overwritten by one)")
     def embeddings(self, name: str) -> Path:

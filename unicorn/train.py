@@ -21,11 +21,11 @@ from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_pre
 # %% auto #0
 __all__ = ['PRESETS', 'OPTIMIZERS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'STAGE_DIRS', 'TrainConfig', 'cosine_lr',
            'batch_indices', 'micro_batch_size', 'StageSchedule', 'stage_accelerator', 'prepare_stage', 'save_stage',
-           'resume_stage', 'step_batches', 'target_tokens', 'token_weights', 'train_step', 'set_lr', 'checkpoint_due',
-           'log_step', 'train_stage', 'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data',
-           'load_base_lm', 'condition_name', 'condition_key', 'is_trained', 'mark_pending', 'clear_pending',
-           'condition_inputs', 'condition_vlm', 'stage_schedule', 'stage_settings', 'train_stages', 'train_condition',
-           'main']
+           'resume_stage', 'StepSampler', 'loader_workers', 'stage_loader', 'micro_batch', 'step_batches',
+           'target_tokens', 'token_weights', 'train_step', 'set_lr', 'checkpoint_due', 'log_step', 'train_stage',
+           'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
+           'condition_key', 'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm',
+           'stage_schedule', 'stage_settings', 'train_stages', 'train_condition', 'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def prepare_stage(vlm: UnicornVLM,            # the model: its parameters with `
 # %% ../nbs/32_train.ipynb #6fa2e53e
 def _new_log() -> dict:
     "An empty training log."
-    return {"step": [], "loss": [], "lr": [], "samples_per_s": []}
+    return {"step": [], "loss": [], "lr": [], "samples_per_s": [], "data_s": []}
 
 def _state_kwargs(acc, saving: bool) -> dict:
     "Keyword arguments of `save_state` / `load_state` that keep only trainable parameters (DeepSpeed has its own)."
@@ -225,13 +225,57 @@ def resume_stage(ckpt_dir: Path | str | None,  # the stage's checkpoint folder (
     "`(start, log)`: the step to go on from and the log so far (model, optimizer and RNG states loaded), or a fresh start."
     prog = Path(ckpt_dir) / "progress.json" if ckpt_dir else None
     if prog is None or not prog.exists(): return 0, _new_log()
-    p = json.loads(prog.read_text())
+    p = json.loads(prog.read_text()); p["log"].setdefault("data_s", [])   # logs saved before data time was logged
     if not re.fullmatch(r"state-\d+", str(p.get("state"))): raise ValueError(f"{prog}: bad state name {p.get('state')!r}")
     acc.load_state(str(prog.parent / p["state"]), **_state_kwargs(acc, saving=False))   # safetensors, weights_only loads
     if verbose: acc.print(f"resumed at step {p['step']} from {prog.parent / p['state']}")
     return p["step"], p["log"]
 
 # %% ../nbs/32_train.ipynb #eb4b746f
+class StepSampler(torch.utils.data.Sampler):
+    """This process's slice of every micro-batch (`batch_indices`), optimizer step after optimizer step from `start`
+    to `stop`: the sample order of a stage, as a `DataLoader`'s `batch_sampler`."""
+    def __init__(self, n: int, schedule: StageSchedule, start: int = 0, stop: int | None = None,
+                 process_index: int = 0, num_processes: int = 1):
+        self.n, self.schedule, self.start, self.stop = n, schedule, start, schedule.steps if stop is None else stop
+        self.process_index, self.num_processes = process_index, num_processes
+    def __len__(self) -> int: return max(0, self.stop - self.start) * self.schedule.grad_accum_steps
+    def __iter__(self):
+        s = self.schedule
+        for step in range(self.start, self.stop):
+            for a in range(s.grad_accum_steps):
+                idx = batch_indices(self.n, step * s.grad_accum_steps + a, s.micro_bs, s.seed)
+                yield [int(i) for i in idx[self.process_index::self.num_processes]]
+
+def loader_workers(device) -> int:
+    """`DataLoader` worker processes for a stage on `device`: none on the CPU (its cores run the model), else up to 4
+    (the environment variable `UNICORN_LOADER_WORKERS` overrides both)."""
+    import os
+    if os.environ.get("UNICORN_LOADER_WORKERS"): return int(os.environ["UNICORN_LOADER_WORKERS"])
+    return 0 if torch.device(device).type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 2))
+
+def stage_loader(acc,                          # the stage's `accelerate.Accelerator`: this process's slice, its device
+                 dataset,                      # the stage's `VLMDataset` (pre-tokenised records and their embeddings)
+                 schedule: StageSchedule,      # steps, `grad_accum_steps`, `micro_bs`, the order's `seed`
+                 start: int = 0,               # the first optimizer step (a resumed stage's)
+                 num_workers: int | None = None  # worker processes (None: `loader_workers`)
+                ) -> torch.utils.data.DataLoader:
+    """A `DataLoader` that yields each micro-batch's items (a list of `dataset` items) in the stage's order from
+    `start`; workers fetch ahead, and on a GPU the tensors come pinned so the copy to the device overlaps compute."""
+    w = loader_workers(acc.device) if num_workers is None else num_workers
+    return torch.utils.data.DataLoader(dataset, batch_sampler=StepSampler(len(dataset), schedule, start, None, acc.process_index, acc.num_processes),
+                                       collate_fn=list, num_workers=w, pin_memory=acc.device.type == "cuda",
+                                       prefetch_factor=4 if w else None)
+
+def micro_batch(acc,                               # the stage's `accelerate.Accelerator` (its device)
+                items: list[dict],                 # dataset items (`VLMDataset`)
+                pad_id: int,                       # token id that right-pads the sequences
+                prefix_cache: PrefixCache | None,  # cached prefixes of a frozen LM (None: full sequences)
+                image_id: int                      # the `<image>` token id (where a prefix ends)
+               ) -> dict:
+    "Dataset `items` as one micro-batch (`_batch`) on `acc.device`."
+    return {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in _batch(items, pad_id, prefix_cache, image_id).items()}
+
 def step_batches(acc,                              # the stage's `accelerate.Accelerator`: this process's slice, its device
                  dataset: VLMDataset,              # the stage's tokenised records
                  step: int,                        # the optimizer step (from 0): it picks the micro-batches
@@ -239,13 +283,10 @@ def step_batches(acc,                              # the stage's `accelerate.Acc
                  image_id: int,                    # the `<image>` token id (where a prefix ends)
                  prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
                 ) -> list[dict]:
-    "This process's slice of each of optimizer step `step`'s micro-batches (`batch_indices`), on `acc.device`."
-    out = []
-    for a in range(schedule.grad_accum_steps):
-        idx = batch_indices(len(dataset), step * schedule.grad_accum_steps + a, schedule.micro_bs, schedule.seed)
-        b = _batch([dataset[i] for i in idx[acc.process_index::acc.num_processes]], dataset.tok.pad_token_id, prefix_cache, image_id)
-        out.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in b.items()})
-    return out
+    "This process's slice of each of optimizer step `step`'s micro-batches (`StepSampler`), on `acc.device`."
+    fetch = getattr(dataset, "__getitems__", None) or (lambda idx: [dataset[i] for i in idx])
+    return [micro_batch(acc, fetch(idx), dataset.tok.pad_token_id, prefix_cache, image_id)
+            for idx in StepSampler(len(dataset), schedule, step, step + 1, acc.process_index, acc.num_processes)]
 
 def target_tokens(batch: dict) -> int:
     "Target tokens the model's loss averages over in `batch`: next-token labels that are not `IGNORE` (`UnicornVLM.forward`)."
@@ -265,10 +306,11 @@ def train_step(acc,                              # the stage's `accelerate.Accel
                dataset: VLMDataset,              # the stage's tokenised records
                step: int,                        # the optimizer step (from 0)
                schedule: StageSchedule,          # the batch, its split, the seed and `max_grad_norm`
-               prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
+               prefix_cache: PrefixCache | None, # cached prefixes of a frozen LM (None: full sequences)
+               batches: list[dict] | None = None # the step's micro-batches if fetched already (None: `step_batches`)
               ) -> float:
     "One optimizer step over its micro-batches, each inside `acc.accumulate`: the batch's mean loss per target token."
-    batches = step_batches(acc, dataset, step, schedule, acc.unwrap_model(model).cfg.image_token_id, prefix_cache)
+    if batches is None: batches = step_batches(acc, dataset, step, schedule, acc.unwrap_model(model).cfg.image_token_id, prefix_cache)
     weights, n = token_weights(acc, batches)
     total = torch.zeros((), dtype=torch.float64, device=acc.device)
     for batch, w in zip(batches, weights):
@@ -299,12 +341,14 @@ def log_step(acc,                     # the stage's `accelerate.Accelerator` (th
              loss: float,             # the step's loss
              lr: float,               # the step's learning rate
              samples_per_s: float,    # throughput since this call started
-             verbose: bool            # print every `log_every` steps and at the end
+             verbose: bool,           # print every `log_every` steps and at the end
+             data_s: float = 0.0      # seconds the step waited for its data
             ) -> None:
     "Append the step to `log`, and print it when due."
     log["step"].append(done); log["loss"].append(loss); log["lr"].append(lr); log["samples_per_s"].append(samples_per_s)
+    log.setdefault("data_s", []).append(data_s)
     if verbose and (done % schedule.log_every == 0 or done == schedule.steps):
-        acc.print(f"step {done}/{schedule.steps} loss {loss:.4f} lr {lr:.2e} {samples_per_s:.1f} samples/s")
+        acc.print(f"step {done}/{schedule.steps} loss {loss:.4f} lr {lr:.2e} {samples_per_s:.1f} samples/s, data {1e3 * data_s:.1f} ms")
 
 # %% ../nbs/32_train.ipynb #02e91d57
 def train_stage(vlm: UnicornVLM,                         # only its parameters with `requires_grad` train
@@ -315,17 +359,21 @@ def train_stage(vlm: UnicornVLM,                         # only its parameters w
                 stop_after: int | None = None,           # stop after this many steps of this call, saved (None: never)
                 verbose: bool = True,                    # print progress
                 prefix_cache: PrefixCache | None = None  # cached prefixes of a frozen LM (31a; None: full sequences)
-               ) -> dict:                                # the log: `step`, `loss`, `lr`, `samples_per_s` per step
+               ) -> dict:                                # the log: `step`, `loss`, `lr`, `samples_per_s`, `data_s` per step
     "Train `vlm`'s trainable parameters on `dataset` under `schedule`; resumes from `ckpt_dir`'s state if there is one."
     acc, model, opt, params = prepare_stage(vlm, schedule, accelerator)
     start, log = resume_stage(ckpt_dir, acc, verbose)                      # a crashed run goes on where it stopped
+    items = iter(stage_loader(acc, dataset, schedule, start))              # micro-batches' items, in the stage's order
+    batch = lambda image_id=acc.unwrap_model(model).cfg.image_token_id: micro_batch(acc, next(items), dataset.tok.pad_token_id, prefix_cache, image_id)
     model.train(); t0 = time.time()
     for step in range(start, schedule.steps):
+        # the step's micro-batches from the loader (timed: the data path must not hold the step up)
+        td = time.perf_counter(); batches = [batch() for _ in range(schedule.grad_accum_steps)]; data_s = time.perf_counter() - td
         # the schedule sets this step's learning rate: linear warm-up, then cosine to zero
         lr = set_lr(opt, schedule, step)
         # forward and backward on each micro-batch, then clip and step once (the accelerator accumulates)
-        loss = train_step(acc, model, opt, params, dataset, step, schedule, prefix_cache)
-        log_step(acc, log, schedule, step + 1, loss, lr, schedule.batch_size * (step + 1 - start) / max(1e-9, time.time() - t0), verbose)
+        loss = train_step(acc, model, opt, params, dataset, step, schedule, prefix_cache, batches)
+        log_step(acc, log, schedule, step + 1, loss, lr, schedule.batch_size * (step + 1 - start) / max(1e-9, time.time() - t0), verbose, data_s)
         # checkpoint at the end, every `save_every_steps`, and before a planned stop, so that a resume loses nothing
         stop = stop_after is not None and step + 1 - start >= stop_after
         if ckpt_dir is not None and checkpoint_due(schedule, step + 1, stop): save_stage(ckpt_dir, acc, step + 1, log)
@@ -512,17 +560,18 @@ def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector tr
                  data: dict,        # `condition_data`: `pretrain` and `sft` records, the embedding `index`, `use_image`
                  cfg: TrainConfig,  # both stages' steps and learning rates, `k`, `max_len`, and stage 2's `lm_mode`
                  out: Path,         # the checkpoint folder: the stages' resume states go to `stage1/` and `stage2/`
-                 common: dict       # `stage_settings` (`verbose` included)
+                 common: dict,      # `stage_settings` (`verbose` included)
+                 store_dir: Path | None = None  # where the stages' pre-tokenised stores are kept (None: in memory only)
                 ) -> tuple[dict, int]:
     "Stage 1 (the projector alone, on the captions), then stage 2 (on the instructions): `(logs, n_sft)`."
     logs = {}
     if cfg.pretrain_steps and data["use_image"] and data["pretrain"]:
-        ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len)
+        ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len, store_dir=store_dir)
         if common["verbose"]: print(f"[train] {out.name}: stage 1 on {len(ds)} captions")
         logs["pretrain"] = train_stage(vlm, ds, stage_schedule(cfg, "pretrain"), ckpt_dir=out / STAGE_DIRS[0], **common)
     set_trainable(vlm, cfg.lm_mode)                                           # stage 2 trains the LM too, per `lm_mode`
     ds = VLMDataset(data["sft"], tok, data["index"], template="chat", k=cfg.k, max_len=cfg.max_len,
-                    use_image=data["use_image"])
+                    use_image=data["use_image"], store_dir=store_dir)
     if common["verbose"]: print(f"[train] {out.name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
     logs["sft"] = train_stage(vlm, ds, stage_schedule(cfg, "sft"), ckpt_dir=out / STAGE_DIRS[1], **common)
     return logs, len(ds)
@@ -546,7 +595,7 @@ def train_condition(run: RunFolder,            # the run folder: data come from 
     vlm = condition_vlm(lm, tok, data["index"], cfg)
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     t0 = time.time()
-    logs, n_sft = train_stages(vlm, tok, data, cfg, out, stage_settings(cfg, lm, verbose, accelerator))
+    logs, n_sft = train_stages(vlm, tok, data, cfg, out, stage_settings(cfg, lm, verbose, accelerator), run.tokens)
     save_vlm(vlm, out, tok)
     atomic_write_json(out / "train_config.json", {"config": key, "name": name, "train_s": round(time.time() - t0, 2),
                       "n_pretrain": len(data["pretrain"]), "n_sft": n_sft, "dropped_sft": data["dropped"],
