@@ -21,7 +21,7 @@ from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_pre
 # %% auto #0
 __all__ = ['PRESETS', 'OPTIMIZERS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'STAGE_DIRS', 'TrainConfig', 'cosine_lr',
            'batch_indices', 'micro_batch_size', 'StageSchedule', 'stage_accelerator', 'prepare_stage', 'save_stage',
-           'resume_stage', 'StepSampler', 'loader_workers', 'stage_loader', 'micro_batch', 'step_batches',
+           'resume_stage', 'StepSampler', 'loader_workers', 'stage_loader', 'Waited', 'micro_batch', 'step_batches',
            'target_tokens', 'token_weights', 'train_step', 'set_lr', 'checkpoint_due', 'log_step', 'train_stage',
            'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
            'condition_key', 'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm',
@@ -267,6 +267,15 @@ def stage_loader(acc,                          # the stage's `accelerate.Acceler
                                        collate_fn=list, num_workers=w, pin_memory=acc.device.type == "cuda",
                                        prefetch_factor=4 if w else None)
 
+class Waited:
+    "An iterator over `it` that adds up, in `s`, the seconds each `next` waited for its item."
+    def __init__(self, it): self.it, self.s = iter(it), 0.0
+    def __iter__(self): return self
+    def __next__(self):
+        t = time.perf_counter()
+        try: return next(self.it)
+        finally: self.s += time.perf_counter() - t
+
 def micro_batch(acc,                               # the stage's `accelerate.Accelerator` (its device)
                 items: list[dict],                 # dataset items (`VLMDataset`)
                 pad_id: int,                       # token id that right-pads the sequences
@@ -363,12 +372,12 @@ def train_stage(vlm: UnicornVLM,                         # only its parameters w
     "Train `vlm`'s trainable parameters on `dataset` under `schedule`; resumes from `ckpt_dir`'s state if there is one."
     acc, model, opt, params = prepare_stage(vlm, schedule, accelerator)
     start, log = resume_stage(ckpt_dir, acc, verbose)                      # a crashed run goes on where it stopped
-    items = iter(stage_loader(acc, dataset, schedule, start))              # micro-batches' items, in the stage's order
+    items = Waited(stage_loader(acc, dataset, schedule, start))            # micro-batches' items, in the stage's order
     batch = lambda image_id=acc.unwrap_model(model).cfg.image_token_id: micro_batch(acc, next(items), dataset.tok.pad_token_id, prefix_cache, image_id)
     model.train(); t0 = time.time()
     for step in range(start, schedule.steps):
-        # the step's micro-batches from the loader (timed: the data path must not hold the step up)
-        td = time.perf_counter(); batches = [batch() for _ in range(schedule.grad_accum_steps)]; data_s = time.perf_counter() - td
+        # the step's micro-batches (the time spent waiting for the loader is logged: it must not hold the step up)
+        waited = items.s; batches = [batch() for _ in range(schedule.grad_accum_steps)]; data_s = items.s - waited
         # the schedule sets this step's learning rate: linear warm-up, then cosine to zero
         lr = set_lr(opt, schedule, step)
         # forward and backward on each micro-batch, then clip and step once (the accelerator accumulates)
