@@ -39,7 +39,7 @@ lock:
 	mv constraints.txt.tmp constraints.txt
 
 demo: setup
-	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo
+	$(BIN)/python -m unicorn.pipeline --profile $(PROFILE) --run-dir $(RUN) --scale demo --export
 
 # every study and figure, in its own run folder (its stages use larger settings than the demo's); the executed
 # notebooks' outputs (tables, figures, readings) are copied back into nbs/ so they show without running

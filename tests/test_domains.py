@@ -1,12 +1,15 @@
 "The image domains of `unicorn.domains`: what is drawn is what the ground truth says, splits are stratified, shifts centre."
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import ndimage
 
-from unicorn.domains import (DOMAINS, ArrayIndex, _dots_image, _split, _word_image, caption_texts, centre_test_images,
-                             domain_questions, load_domain, shift_text)
+from unicorn.domain_study import ArrayIndex, condition_embeddings, domain_shift
+from unicorn.domains import (DOMAINS, NUMBER_WORDS, _dots_image, _split, _word_image, caption_texts, domain_questions,
+                             load_domain)
 
 
 @pytest.mark.parametrize("n", range(1, 7))
@@ -47,17 +50,32 @@ def test_digits_are_sklearn_scans_with_their_own_labels():
     assert hits / len(t) > 0.7          # nearest class mean of the source scans recovers the label for most images
 
 
+def _label_names(domain: str, label: str) -> list[tuple]:
+    "The words that may name each part of `label` in a caption (digits and counts: the numeral or its word)."
+    if domain in ("digits", "counting"): return [(label, NUMBER_WORDS[int(label)])]
+    return [(w,) for w in label.split(" ")]
+
+
+def _mentions(caption: str, names) -> bool:
+    "Whether `caption` holds one of `names` as a whole word."
+    return any(re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", caption) for n in names)
+
+
 def test_every_domain_has_answers_among_its_candidates():
-    "Each question's answer is one of its type's candidates, and captions mention the label."
+    "Each question's answer is one of its type's candidates; every caption names its label and no other label."
     for name in DOMAINS:
         t, X = load_domain(name, 24, 12, seed=1)
         assert X.shape == (36, 64, 64, 3) and X.dtype == np.uint8
         q = domain_questions(t, "test")
         for qtype, g in q.groupby("qtype"):
             assert set(g.answer) <= set(DOMAINS[name][qtype][1]), (name, qtype)
-        for label in t.label.unique():
-            word = label.split(" ")[0]
-            assert any(word in c for c in caption_texts(name, label)) or name in ("digits", "counting"), (name, label)
+        labels = t.label.unique()
+        for label in labels:
+            own = _label_names(name, label)
+            others = {n for o in labels for n in _label_names(name, o) if n not in own}
+            for c in caption_texts(name, label):
+                assert all(_mentions(c, names) for names in own), (name, label, c)
+                assert not any(_mentions(c, names) for names in others), (name, label, c)
 
 
 @settings(max_examples=60, deadline=None)
@@ -77,13 +95,17 @@ def test_split_is_stratified_or_refuses(labels, n_train, n_test, seed):
 @settings(max_examples=50, deadline=None)
 @given(st.integers(2, 40), st.integers(1, 6), st.integers(0, 999))
 def test_shifts_centre_globally_or_per_domain(n, d, seed):
-    "`global` leaves a zero mean, `per_domain` a zero mean in every domain; test images get the same arithmetic."
+    "`unicorn_code` leaves a zero mean, `unicorn_per_domain` a zero mean in every domain; test images get the same."
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)) + 3; dom = rng.choice(["a", "b", "c"], size=n)
-    assert np.allclose(shift_text(x, dom, "global").mean(0), 0, atol=1e-5)
-    per = shift_text(x, dom, "per_domain")
+    x = rng.normal(size=(n, d)) + 3
+    dom = rng.choice(["a", "b", "c"], size=n)
+    assert np.allclose(domain_shift(x, dom, "unicorn_code").mean(0), 0, atol=1e-5)
+    per = domain_shift(x, dom, "unicorn_per_domain")
     for c in set(dom): assert np.allclose(per[dom == c].mean(0), 0, atol=1e-5)
-    assert np.array_equal(centre_test_images(x, dom, "per_domain"), per)
+    t = pd.DataFrame({"id": [f"i{k}" for k in range(2 * n)], "domain": np.tile(dom, 2),
+                      "split": ["train"] * n + ["test"] * n})
+    tr, te = condition_embeddings("unicorn_per_domain", {"text_train": x, "image_train": x, "image_test": x}, t)
+    assert np.array_equal(tr.get_many(t.id[:n]), per) and np.array_equal(te.get_many(t.id[n:]), per)
 
 
 @given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=10))

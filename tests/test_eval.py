@@ -30,7 +30,7 @@ def test_lmms_adapter_hand_made_requests(vlm_tok):
     gen = ad.generate_until([Instance("generate_until", ("What shape?", {"until": ["."], "max_new_tokens": 4}, vis, 0, "toy", "test"), 0, _meta(0))])
     assert len(gen) == 1 and isinstance(gen[0], str) and "." not in gen[0]
     # the same request without the image encoder is a text-only prompt: a different log-likelihood
-    ad2 = A(vlm=vlm, tok=tok); ad2.task_dict = ad.task_dict
+    ad2 = A(vlm=vlm, tok=tok, blind=True); ad2.task_dict = ad.task_dict
     ll2 = ad2.loglikelihood([Instance("loglikelihood", ("Is it red?", "no", vis, 1, "toy", "test"), 0, _meta(1))])
     assert ll2[0][0] != pytest.approx(ll[1][0])
 
@@ -72,7 +72,7 @@ def test_test_image_embeddings_paper_and_c3_centring(tmp_path):
     "ṽ = v − E[V] everywhere: the test set's own mean ('paper' / True), or the training images' ('c3'); never re-normalised."
     from unicorn.evaluate import test_image_embeddings
     from unicorn.runs import EmbeddingShards, RunFolder
-    from unicorn.transfer import save_stats
+    from unicorn.transfer import l2norm, save_stats
     run = RunFolder(tmp_path / "run", profile="mini")
     v = np.random.default_rng(4).standard_normal((5, 6)).astype(np.float32)
     ids = [f"test-img{i}" for i in range(5)]
@@ -85,3 +85,9 @@ def test_test_image_embeddings_paper_and_c3_centring(tmp_path):
         np.testing.assert_allclose(test_image_embeddings(run, ids[:2], c), raw - test_image_embeddings(run, ids, False).mean(0), atol=1e-5)
     np.testing.assert_allclose(test_image_embeddings(run, ids[:2], "c3"), raw - mu_train, atol=1e-5)
     with pytest.raises(ValueError, match="unknown centring"): test_image_embeddings(run, ids[:2], "mine")
+    c3 = l2norm(l2norm(raw.astype(np.float64)) - mu_train)                       # C3's own input for a c3_spec VLM
+    for c in (True, "paper", "c3"):
+        np.testing.assert_allclose(test_image_embeddings(run, ids[:2], c, "c3_spec"), c3, atol=1e-5)
+    np.testing.assert_array_equal(test_image_embeddings(run, ids[:2], False, "c3_spec"), raw)
+    centred = test_image_embeddings(run, ids[:2], True)
+    np.testing.assert_array_equal(test_image_embeddings(run, ids[:2], True, "realign"), centred)

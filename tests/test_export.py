@@ -265,3 +265,70 @@ def test_property_exports_meet_both_contracts_or_name_the_record(tmp_path_factor
     found = unicorn_contract(uni)
     for r in recs: assert np.array_equal(found[r["image"]], vecs[r["image"]]) and found[r["image"]].dtype == np.float32
     assert len({feature_file(e) for e in vecs}) == len(vecs)                     # distinct ids, distinct files
+
+
+# --- issue 26 item 7: duplicate caption ids; issue 27 item 3: the command line and the `hf` format --------------------
+
+def test_a_repeated_caption_id_is_refused_not_silently_kept(tmp_path):
+    "A captions shard holding `1` and `\"1\"` (or one id twice) is refused, naming the shard line; nothing is written."
+    run = make_run(tmp_path / "run")
+    JsonlShards(run.captions).write(1, [{"id": "cap-0", "caption": "Another text."}])
+    with pytest.raises(RecordError, match=r"part-00001.jsonl line 1: field 'id' = 'cap-0' repeats id 'cap-0'"):
+        export_run(run.root, tmp_path / "out")
+    JsonlShards(run.captions).write(1, [{"id": 7, "caption": "x"}, {"id": "7", "caption": "y"}])
+    with pytest.raises(RecordError, match=r"line 2: field 'id' = '7' repeats id 7 of"):
+        export_run(run.root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.integers(-3, 3), st.sampled_from(["0", "1", "-1", "a", "A", "01"])), min_size=1, max_size=6))
+def test_property_caption_ids_unique_as_text_or_refused(tmp_path_factory, ids):
+    from unicorn.export import run_captions
+    store = JsonlShards(tmp_path_factory.mktemp("caps") / "captions")
+    store.write(0, [{"id": i, "caption": f"c{n}"} for n, i in enumerate(ids)])
+    if len({str(i) for i in ids}) < len(ids):
+        with pytest.raises(RecordError, match="repeats id"): run_captions(store)
+    else: assert run_captions(store) == {str(i): f"c{n}" for n, i in enumerate(ids)}
+
+
+def _cli(*args, env=None):
+    import subprocess, sys
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
+    return subprocess.run([sys.executable, "-m", "unicorn.export", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_exports_every_format_atomically(tmp_path):
+    "`python -m unicorn.export RUN OUT --format llava,unicorn,hf`: all three written, each meets its reader."
+    run = make_run(tmp_path / "run")
+    p = _cli(run.root, tmp_path / "out", "--format", "llava,unicorn,hf")
+    assert p.returncode == 0, p.stderr[-2000:]
+    outs = json.loads(p.stdout.strip().splitlines()[-1])
+    assert sorted(outs) == ["hf", "llava", "unicorn"] and sorted(os.listdir(tmp_path / "out")) == ["hf", "llava", "unicorn"]
+    feats = llava_contract(Path(outs["llava"]))
+    found = unicorn_contract(Path(outs["unicorn"]))
+    import datasets
+    ds = datasets.load_dataset(outs["hf"])                                      # the dataset card names the splits
+    assert set(ds) == {"instruction", "pretrain"} and ds["instruction"]["id"] == ["r0", "r1", "r2"]
+    emb = EmbeddingIndex(run.synthetic("unicorn_code"))
+    for r in ds["instruction"]:
+        np.testing.assert_array_equal(np.asarray(r["embedding"], np.float32), np.asarray(emb[r["image"]], np.float32))
+    assert len(feats) == 2 and len(found) == 2
+
+
+def test_cli_refuses_without_overwrite_and_names_bad_input(tmp_path):
+    run = make_run(tmp_path / "run")
+    assert _cli(run.root, tmp_path / "out", "--format", "hf").returncode == 0
+    before = (tmp_path / "out" / "hf" / "instruction.parquet").read_bytes()
+    p = _cli(run.root, tmp_path / "out", "--format", "hf")
+    assert p.returncode == 1 and "pass overwrite=True" in p.stderr
+    p = _cli(run.root, tmp_path / "out", "--format", "hf,coco")
+    assert p.returncode == 1 and "unknown ['coco']" in p.stderr
+    p = _cli(tmp_path / "nothing", tmp_path / "out2")
+    assert p.returncode == 1 and "not a run folder" in p.stderr and not (tmp_path / "out2").exists()
+    atomic_write_json(run.llava_json, [{"id": "r9", "image": "missing", "conversations": _turns("<image>\nQ?", "A.")}])
+    p = _cli(run.root, tmp_path / "out", "--format", "hf", "--overwrite")
+    assert p.returncode == 1 and "record 'r9'" in p.stderr and "has no embedding" in p.stderr
+    assert (tmp_path / "out" / "hf" / "instruction.parquet").read_bytes() == before     # the earlier export is intact
+    assert sorted(os.listdir(tmp_path / "out")) == ["hf"]                                 # no staging folder left

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from unicorn.gap import (gap_vector, paired_cosine, retrieval_at_k, cross_modal_retrieval, modality_separability,
-                         transfer_table, cluster_gap_table, centre_by_cluster, apply_gap_shift, gap_shift_for, shifted_gap)
+                         transfer_table, cluster_gap_table, centre_by_cluster, apply_gap_shift, gap_shift_for,
+                         shifted_gap, trace_ratio, residual_subspace_angles, gap_shape)
 from unicorn.transfer import l2norm
 
 
@@ -77,3 +78,51 @@ def test_gap_shift_for_native_and_limits():
     assert np.linalg.norm(shifted_gap(img, txt, d, lam)) < 0.01
     with pytest.raises(ValueError, match=r"in \[0, 2\)"): gap_shift_for(img, txt, 2.5)
     with pytest.raises(ValueError, match="same centre"): gap_shift_for(img, img, 0.5)
+
+
+def test_gap_does_not_import_encoders():
+    "Issue 25: no encoders <-> gap import cycle (gap.py imports neither at module level nor inside a function)."
+    import ast, unicorn.gap
+    tree = ast.parse(open(unicorn.gap.__file__).read())
+    mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + \
+           [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert mods and not [m for m in mods if "encoders" in m]
+
+
+def test_trace_ratio_hand_and_invariances():
+    img = np.array([[1., 0.], [0., 1.]])
+    txt = np.array([[1., 0.], [.6, .8]])
+    assert trace_ratio(img, txt) == pytest.approx(0.5 / 0.2)
+    assert trace_ratio(3 * img, txt) == pytest.approx(2.5)                              # rows are normalised first
+    r = np.random.default_rng(0)
+    x = r.normal(size=(50, 8))
+    assert trace_ratio(x, x) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(r.normal(size=(8, 8)))
+    assert trace_ratio(x @ q, x) == pytest.approx(1.0)                                  # a rotation keeps the spread
+    with pytest.raises(ValueError, match="zero variance"): trace_ratio(x, np.ones((4, 8)))
+    with pytest.raises(ValueError, match=r"\[n, d\]"): trace_ratio(x, np.ones((4, 5)))
+
+
+def test_residual_subspace_angles_known_geometry():
+    r = np.random.default_rng(1)
+    e = np.eye(6)
+    a = 5 * e[5] + r.normal(size=(300, 1)) * e[0] + r.normal(size=(300, 1)) * e[1]
+    b = 5 * e[4] + r.normal(size=(300, 1)) * e[0] + r.normal(size=(300, 1)) * e[2]
+    ang = residual_subspace_angles(a, b, k=2)
+    assert ang[0] < 10 and ang[1] > 80 and (np.diff(ang) >= 0).all()
+    np.testing.assert_allclose(residual_subspace_angles(a, a, k=2), 0, atol=1e-4)
+    with pytest.raises(ValueError, match="image embeddings have rank 3"):     # 2 axes + the normalisation's
+        residual_subspace_angles(a, b, k=4)
+    with pytest.raises(ValueError, match="rank"): residual_subspace_angles(a, b, k=0)
+
+
+def test_gap_shape_one_vector_vs_per_class():
+    r = np.random.default_rng(2)
+    lab, c = np.arange(400) % 4, r.normal(size=(4, 16))
+    txt = l2norm(c[lab] + .3 * r.normal(size=(400, 16)))
+    one = gap_shape(l2norm(c[lab] + .3 * r.normal(size=(400, 16)) + 2 * np.eye(16)[0]), txt, lab, k=3)
+    per = gap_shape(l2norm(c[lab] + .3 * r.normal(size=(400, 16)) + 2 * np.eye(16)[lab + 1]), txt, lab, k=3)
+    assert one["classes"] == per["classes"] == 4
+    assert one["class_cos_min"] > .9 and per["class_cos_min"] < one["class_cos_min"] - .2   # per-class offsets differ
+    assert one["gap_norm"] == pytest.approx(np.linalg.norm(gap_vector(
+        l2norm(c[lab] + .3 * r.normal(size=(400, 16)) + 2 * np.eye(16)[0]), txt)), abs=.1)

@@ -127,3 +127,126 @@ def test_image_encoder_spec_is_parsed_or_refused(no_colon, name):
     try: enc = load_image_encoder(f"numpy:{name}")
     except AttributeError: assert not hasattr(np, name)
     else: assert enc is getattr(np, name)
+
+
+# --- issue 26 item 3 and issue 27 item 4: no silent blind run, one image, images converted, the task's length, device
+
+def test_cli_refuses_a_run_without_an_image_encoder(setup, tmp_path):
+    """`--model_args pretrained=...` alone would answer every question blind: refused, naming the fix, no results.
+    (lmms-eval 0.7.3's CLI logs the model's exception and still exits 0, so the message and the missing results tell.)"""
+    root, env = setup
+    cli = Path(sys.executable).parent / "lmms-eval"
+    cmd = [str(cli), "eval", "--model", "unicorn_vlm", "--model_args", f"pretrained={root / 'ck'}", "--tasks", "toy_gen",
+           "--include_path", str(root / "tasks"), "--output_path", str(tmp_path / "out"), "--device", "cpu"]
+    p = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "pass blind=True to answer without images" in p.stdout + p.stderr
+    assert not list((tmp_path / "out").rglob("*_results.json"))
+
+
+def _adapter(root, **kw):
+    sys.path.insert(0, str(root / "enc"))
+    try: return UnicornLMM(pretrained=str(root / "ck"), **kw)
+    finally: sys.path.remove(str(root / "enc"))
+
+
+def _gen(i, doc_to_visual, gen_kwargs=None):
+    from lmms_eval.api.instance import Instance
+    return Instance("generate_until", ("Q?", gen_kwargs or {"until": ["\n"]}, doc_to_visual, i, "t", "test"), 0,
+                    {"task": "t", "doc_id": i, "repeats": 1})
+
+
+def test_blind_run_counts_and_second_image(setup):
+    root, _ = setup
+    ad = _adapter(root, blind=True, device="cpu")
+    ad.task_dict = {"t": {"test": [{"image": "a"}, {"image": None}]}}
+    out = ad.generate_until([_gen(0, lambda d: [d["image"]]), _gen(1, lambda d: [d["image"]])])
+    assert len(out) == 2 and ad.report() == {"requests": 2, "without_image": 1, "image_not_read": 1}
+    seen = _adapter(root, image_encoder="toy_encoder:encode")
+    seen.task_dict = {"t": {"test": [{"image": "a"}, {"image": None}]}}
+    seen.generate_until([_gen(1, lambda d: [d["image"]])])
+    assert seen.report() == {"requests": 1, "without_image": 1, "image_not_read": 0}
+    with pytest.raises(ValueError, match=r"task 't' split 'test' document 0: 2 images"):
+        seen.generate_until([_gen(0, lambda d: [d["image"], "b"])])
+    with pytest.raises(ValueError, match="blind='sometimes'"): _adapter(root, blind="sometimes")
+
+
+def test_generation_length_comes_from_the_task(setup, monkeypatch):
+    "The task's `max_new_tokens` reaches generation (issue 27: a fixed 4 cut every answer); none set: the model arg."
+    import unicorn.lmms as L
+    root, _ = setup
+    asked = []
+    monkeypatch.setattr(L, "generate_answers", lambda vlm, tok, prompts, emb, n: asked.append(n) or ["x"])
+    ad = _adapter(root, image_encoder="toy_encoder:encode", max_new_tokens=9)
+    ad.task_dict = {"t": {"test": [{"image": "a"}]}}
+    ad.generate_until([_gen(0, lambda d: [d["image"]], {"until": ["\n"], "max_new_tokens": 21}),
+                       _gen(0, lambda d: [d["image"]], {"until": ["\n"]})])
+    assert asked == [21, 9]
+    cfg = __import__("yaml").safe_load((root / "tasks" / "toy_gen.yaml").read_text())
+    assert cfg["generation_kwargs"]["max_new_tokens"] == 32
+
+
+def test_device_is_honoured(setup):
+    import torch
+    root, _ = setup
+    ad = _adapter(root, image_encoder="toy_encoder:encode", device="cpu")
+    assert ad.device == torch.device("cpu") and next(ad.vlm.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"): _adapter(root, image_encoder="toy_encoder:encode", device="cuda")
+
+
+def test_images_reach_the_encoder_as_uint8_rgb(setup):
+    "Float [0, 1], grey [h, w], RGBA and PIL images arrive as uint8 [h, w, 3]; a 0×0 image is refused, naming its document."
+    from PIL import Image
+    root, _ = setup
+    got = []
+    ad = _adapter(root, image_encoder=lambda vis: got.append(vis[0]) or np.ones((1, 6)))
+    rgba = np.zeros((3, 3, 4), np.uint8); rgba[..., 0] = 200; rgba[0, 0, 3] = 255
+    docs = [np.full((3, 3, 3), 0.25), np.full((5, 4), 7, np.uint8), rgba, Image.fromarray(rgba, "RGBA"), np.zeros((0, 0, 3))]
+    ad.task_dict = {"t": {"test": [{"image": d} for d in docs]}}
+    ad.generate_until([_gen(i, lambda d: [d["image"]], {"max_new_tokens": 1}) for i in range(4)])
+    assert all(g.dtype == np.uint8 and g.ndim == 3 and g.shape[2] == 3 for g in got)
+    assert (got[0] == 64).all() and (got[1] == 7).all() and got[1].shape == (5, 4, 3)
+    assert list(got[2][0, 0]) == [200, 0, 0] and list(got[2][1, 1]) == [255, 255, 255]      # clear pixels: white
+    assert np.array_equal(got[2], got[3])
+    with pytest.raises(ValueError, match="document 4: the image is empty"):
+        ad.generate_until([_gen(4, lambda d: [d["image"]])])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 5), st.sampled_from([None, 1, 2, 3, 4, 5]),
+       st.sampled_from(["uint8", "int64", "float32", "float64", "bool"]), st.one_of(st.floats(-2, 300), st.just(float("nan"))))
+def test_any_array_becomes_rgb_or_a_named_error(h, w, c, dtype, fill):
+    "Every array is either uint8 [h, w, 3] with the same h, w, or a ValueError that names the document."
+    from unicorn.lmms import as_rgb_image
+    shape = (h, w) if c is None else (h, w, c)
+    try: a = np.full(shape, fill).astype(dtype)
+    except (ValueError, OverflowError): return
+    try: out = as_rgb_image(a, "doc 9")
+    except ValueError as e: assert str(e).startswith("doc 9: ")
+    else: assert out.dtype == np.uint8 and out.shape == (h, w, 3) and h * w > 0
+
+
+def test_readme_example_with_the_shipped_minicl_encoder(setup, tmp_path):
+    """The README's command as written, with `image_encoder=unicorn.lmms:minicl_encoder,encoder_folder=<minicl>`
+    over PNG files named by the task (a random minicl of width 6 stands in for the run's trained one)."""
+    from PIL import Image
+    from unicorn.encoders import MiniCL, MiniCLConfig, save_minicl
+    root, env = setup
+    mf = save_minicl(MiniCL(MiniCLConfig(dim=6, width=4, gap_target=None)), tmp_path / "minicl")
+    docs = []
+    for i, (c, a) in enumerate([((255, 0, 0), "red"), ((0, 0, 255), "blue")]):
+        Image.new("RGB", (64, 64), c).save(tmp_path / f"img{i}.png")
+        docs.append({"question": "What colour?", "image": str(tmp_path / f"img{i}.png"), "answer": a})
+    write_local_task(tmp_path / "tasks", "png_gen", docs, "generate_until", max_new_tokens=8)
+    cli = Path(sys.executable).parent / "lmms-eval"
+    args = (f"pretrained={root / 'ck'},image_encoder=unicorn.lmms:minicl_encoder,encoder_folder={mf},"
+            f"centring=paper,stats={root / 'stats.safetensors'}")
+    cmd = [str(cli), "eval", "--model", "unicorn_vlm", "--model_args", args, "--tasks", "png_gen", "--include_path",
+           str(tmp_path / "tasks"), "--device", "cpu", "--output_path", str(tmp_path / "out"), "--log_samples"]
+    p = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())["results"]["png_gen"]
+    assert 0.0 <= res["exact_match,none"] <= 1.0
+    samples = [json.loads(l) for l in next((tmp_path / "out").rglob("*samples_png_gen.jsonl")).read_text().splitlines()]
+    resp = lambda s: s["filtered_resps"] if isinstance(s["filtered_resps"], str) else s["filtered_resps"][0]
+    assert len(samples) == 2 and all(isinstance(resp(s), str) for s in samples)

@@ -182,10 +182,28 @@ def test_synthvlm_paper_selection_is_clipscore_alone():
     m = mini(S.PRESETS)
     assert (m.score_clip_weight, m.use_ssim, m.lam, m.text_prefix) == (1.0, True, 0.5, "")   # mini selects as before
 
+def _paper_reply(task_type: str, n: int, answer: str = "A") -> str:
+    "A paper-form reply of `n` QA pairs (the paper's keys, in the schema's order)."
+    item = {"Question": "What colour is it?", "Answer": "red"}
+    if task_type == "mc": item = {"Question": "Which?", "Options": {k: k.lower() for k in "ABCD"}, "Answer": answer}
+    return json.dumps({"id": "img-1", "QA Pairs": [item] * n})                   # xgrammar: ", " and ": "
+
+
 def test_paper_schemas_compile_for_constrained_decoding():
-    "xgrammar takes the paper's reply form (uncapped strings) as it takes mini's."
+    "xgrammar's grammar for the paper's reply form accepts a valid reply and refuses too few pairs or a bad answer."
+    import xgrammar as xgr
     from unicorn.fixtures import tiny_llama
     from unicorn.llm import TransformersBackend
     be = TransformersBackend(*tiny_llama())
     for t in I.TASK_TYPES:
-        assert be.grammar(I.qa_schema(t, 6, 8, "paper")) is not None
+        schema = I.qa_schema(t, 6, 8, "paper")
+        g = be.grammar(schema)
+        good = _paper_reply(t, 6)
+        assert not list(I.QAValidator(schema).iter_errors(json.loads(good))), t      # a valid reply, by the schema
+        m = xgr.GrammarMatcher(g)
+        assert m.accept_string(good) and m.is_completed(), t
+        m = xgr.GrammarMatcher(g)
+        assert m.accept_string(_paper_reply(t, 5)[:-2]) and not m.accept_string("]"), t    # minItems 6: no close at 5
+        assert not xgr.GrammarMatcher(g).accept_string(_paper_reply(t, 6)[:-2] + "x}]}"), t
+    mc = be.grammar(I.qa_schema("mc", 6, 8, "paper"))
+    assert not xgr.GrammarMatcher(mc).accept_string(_paper_reply("mc", 6, "E"))          # answers are A-D only

@@ -2,15 +2,53 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from unicorn.pipeline import STEPS, repo_root, run_pipeline
 
+
+def check_transfers(root: Path) -> None:
+    """Every synthetic store holds the captions' ids with finite rows and its method's defining property: u − μ_T
+    averages to zero; ReAlign's and C3's rows are unit vectors, ReAlign's centred on the image pool's direction."""
+    from unicorn.runs import EmbeddingShards, RunFolder
+    from unicorn.transfer import TRANSFER_METHODS, l2norm, load_stats
+    run = RunFolder(root, profile="mini")
+    text, mu_i = EmbeddingShards(run.embeddings("text")).load_all(), load_stats(run.emb_stats)["mu_image_train"]
+    for m in TRANSFER_METHODS:
+        e = EmbeddingShards(run.synthetic(m)).load_all()
+        x = e.emb.astype(np.float64)
+        assert list(e.ids) == list(text.ids) and np.isfinite(x).all(), m
+        if m == "unicorn_code": assert np.abs(x.mean(0)).max() < 5e-3
+        if m in ("realign", "c3_spec"): np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
+        if m == "realign": assert l2norm(x.mean(0)) @ l2norm(mu_i) > 0.9
+
+
+def check_study_results(root: Path) -> None:
+    """52's per-question results: every condition and centring answered the same questions, 0/1 each; the blind model
+    (no image) answers identically raw and centred; 51's comparisons carry one of the four verdicts."""
+    from unicorn.runs import RunFolder
+    run = RunFolder(root, profile="mini")
+    res = pd.read_csv(run.study("shift_ablation", "per_question.csv"))
+    assert set(res.correct) <= {0, 1} and {"real", "blind"} <= set(res.method)
+    qids = {k: tuple(sorted(g.qid)) for k, g in res.groupby(["method", "seed", "centring"])}
+    assert len(set(qids.values())) == 1 and len(qids) >= 2 * res.method.nunique()
+    blind = res[res.method == "blind"].pivot_table(index="qid", columns="centring", values="correct")
+    assert (blind["raw"] == blind["centred"]).all()
+    diffs = pd.read_csv(run.study("domain_gap", "differences.csv"))
+    assert len(diffs) and set(diffs.verdict) <= {"higher", "lower", "equivalent", "undecided"}
+
+
 def test_smoke_pipeline(tmp_path):
+    "Every step runs at the smoke scale, and what the transfer stage and the studies wrote holds its invariants."
     run = run_pipeline("mini", tmp_path / "run", scale="smoke")
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["profile"] == "mini" and m["packages"]["torch"]
     for s in STEPS:
         assert m["stages"][f"notebook:{s.notebook}"]["status"] == "done", s.notebook
         assert (tmp_path / "run" / "notebooks" / s.notebook).exists()
+    check_transfers(tmp_path / "run")        # 3 sft steps are too few for real > blind: invariants a defect breaks
+    check_study_results(tmp_path / "run")
 
 def test_parameter_cells_parse(caplog):
     "papermill reads every pipeline notebook's parameters cell (one `=` per line, or it logs 'Unable to parse' and drops the line)."

@@ -20,7 +20,7 @@ class FixedNormal:
 
 
 def test_method_names():
-    assert list(TRANSFER_METHODS) == ["none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec"]
+    assert list(TRANSFER_METHODS) == ["none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec", "c3_spec", "realign"]
 
 
 def test_formulas_by_hand():
@@ -108,10 +108,12 @@ def test_center_images():
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
                   elements=st.floats(-10, 10, width=32)))
 def test_centring_is_one_subtraction(v):
-    "For every centring method prepare_images is v − (own mean) by default and v − E[V] for a given E[V]; never scaled."
+    """For every centring method but C3's own (`c3_spec`, re-normalised by design) prepare_images is v − (own mean) by
+    default and v − E[V] for a given E[V]; never scaled."""
     from unicorn.transfer import TEST_TIME_CENTRING
     mu = np.linspace(-1, 1, v.shape[1])
     for m, (centre, centring) in TEST_TIME_CENTRING.items():
+        if m == "c3_spec": continue
         want = v - v.astype(np.float64).mean(0) if centre else v
         np.testing.assert_allclose(prepare_images(v, m), want, atol=1e-4)
         np.testing.assert_allclose(prepare_images(v, m, mean=mu), v - mu if centre else v, atol=1e-5)
@@ -145,3 +147,85 @@ def test_ray_transfer_matches_streaming(tmp_path):
     sa, sb = a.load_all(), b.load_all()
     assert sa.ids == sb.ids
     np.testing.assert_array_equal(sa.emb, sb.emb)        # same per-shard generator -> identical shards
+
+
+# ---------------------------------------------------------------- C3 as its code runs it (issue 24): `c3_spec`
+def test_c3_spec_by_hand():
+    "Norm(Norm(u) − μ_T + ε) on the text; Norm(Norm(v) − μ_I^train) on the test images (github.com/yuhui-zh15/C3)."
+    from unicorn.transfer import shift_c3_spec, prepare_images_c3_spec
+    u = np.array([[2., 0.], [0., .5]])                                   # normalised first: (1, 0), (0, 1)
+    z = np.array([[.1, .2], [0., 0.]])
+    got = shift_c3_spec(u, MU_T, sigma2=1.0, rng=FixedNormal(z))
+    np.testing.assert_allclose(got[0], [.6 / np.sqrt(.45), -.3 / np.sqrt(.45)], atol=1e-6)
+    np.testing.assert_allclose(got, shift_c3(l2norm(u), MU_T, sigma2=1.0, rng=FixedNormal(z)), atol=1e-7)   # `c3` on Norm(u)
+    v, h = np.array([[4., 0.], [0., 3.]]), 1 / np.sqrt(2)                # (1, 0) − (.5, .5) = (.5, −.5) -> (h, −h)
+    np.testing.assert_allclose(prepare_images_c3_spec(v, [.5, .5]), [[h, -h], [-h, h]], atol=1e-6)
+    with pytest.raises(ValueError, match="mu_image_train needed"): prepare_images_c3_spec(v, None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 8), st.just(5)), elements=st.floats(-10, 10, width=32)),
+       hnp.arrays(np.float64, 5, elements=st.floats(-.9, .9)))
+def test_c3_spec_test_images_are_unit_rows_centred_on_the_train_mean(v, mu):
+    from unicorn.transfer import prepare_images_c3_spec
+    out = prepare_images_c3_spec(v, mu)
+    want = l2norm(l2norm(v.astype(np.float64)) - mu)                  # in float64: rows of 1e-25 are unit too
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    norms = np.linalg.norm(out, axis=1)
+    assert np.all((np.abs(norms - 1) < 1e-5) | (norms < 1e-6))
+
+
+def test_c3_noise_by_dimension():
+    "C3's code: std sqrt(0.016) per coordinate at d = 512; the same noise-to-signal ratio at d needs 0.016·512/d."
+    from unicorn.transfer import c3_sigma2_at_dim
+    assert c3_sigma2_at_dim(512) == pytest.approx(0.016) and c3_sigma2_at_dim(256) == pytest.approx(0.032)
+    assert np.sqrt(c3_sigma2_at_dim(256) * 256) == pytest.approx(np.sqrt(0.016 * 512))
+    with pytest.raises(ValueError, match="positive"): c3_sigma2_at_dim(0)
+
+
+def test_transfer_c3_spec_streams_and_resumes(tmp_path):
+    from unicorn.transfer import shift_c3_spec, transfer_c3_spec
+    u = np.random.default_rng(5).normal(size=(9, 6))
+    src = EmbeddingShards(tmp_path / "text")
+    src.write(0, ([f"c{i}" for i in range(5)], u[:5]))
+    src.write(1, ([f"c{i}" for i in range(5, 9)], u[5:]))
+    dst = EmbeddingShards(tmp_path / "out")
+    assert transfer_c3_spec(src, dst, seed=2, progress=False)["written"] == 2
+    mu = streaming_mean(src, normalize=True)
+    u16 = src.load_all().emb
+    want = shift_c3_spec(u16[5:], mu, rng=np.random.default_rng([2, 1]))
+    np.testing.assert_allclose(dst.read(1).emb.astype(np.float32), want, atol=2e-3)
+    before = dst.read(0).emb.copy()
+    dst.path(0).unlink()
+    c = transfer_c3_spec(src, dst, seed=2, progress=False)
+    assert (c["written"], c["resumed"]) == (1, 1)
+    np.testing.assert_array_equal(dst.read(0).emb, before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, (6, 3), elements=st.floats(-10, 10, width=32)), st.integers(0, 99))
+def test_c3_spec_sees_renormalised_images_centred_on_the_training_mean(v, seed):
+    "`c3_spec` test images are Norm(Norm(v) − μ_I^train) (C3's code); without the training mean they are refused."
+    from unicorn.transfer import TEST_TIME_CENTRING, l2norm
+    mu = l2norm(np.random.default_rng(seed).standard_normal((4, 3))).mean(0)
+    want = l2norm(l2norm(v.astype(np.float64)) - mu)
+    np.testing.assert_allclose(prepare_images(v, "c3_spec", mean=mu), want, atol=1e-5)
+    assert TEST_TIME_CENTRING["c3_spec"] == (True, "c3") and TEST_TIME_CENTRING["realign"] == (False, None)
+    np.testing.assert_array_equal(prepare_images(v, "realign"), v)
+    with pytest.raises(ValueError, match="mu_image_train needed"): prepare_images(v, "c3_spec")
+
+
+def test_c3_spec_and_realign_stream_as_conditions(tmp_path):
+    "`transfer_shards` writes `c3_spec` as `transfer_c3_spec` does (same bytes) and sends `realign` to its own driver."
+    from unicorn.transfer import apply_transfer, transfer_c3_spec
+    rng = np.random.default_rng(1)
+    src = EmbeddingShards(tmp_path / "t")
+    for k in range(3): src.write(k, ([f"t{k}-{j}" for j in range(5)], rng.standard_normal((5, 8))))
+    transfer_shards(src, EmbeddingShards(tmp_path / "a"), "c3_spec", seed=3, progress=False)
+    transfer_c3_spec(src, EmbeddingShards(tmp_path / "b"), seed=3, progress=False)
+    for k in range(3):
+        a, b = (EmbeddingShards(tmp_path / x).path(k).read_bytes() for x in "ab")
+        assert a == b
+    with pytest.raises(ValueError, match="transfer_realign"):
+        transfer_shards(src, EmbeddingShards(tmp_path / "c"), "realign")
+    with pytest.raises(ValueError, match="image pool"): apply_transfer("realign", np.eye(2), np.zeros(2))

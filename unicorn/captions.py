@@ -14,6 +14,7 @@ import numpy as np
 
 from .llm import LLMBackend, Sampling, get_backend
 from .runs import JsonlShards, RunLayout, map_shards, atomic_write_json
+from .scale import run_stage_shards
 
 # %% auto #0
 __all__ = ['CAPTION_SYSTEM', 'CAPTION_EXAMPLE', 'SEED_WORDS', 'CAPTION_PROMPTS', 'PAPER_CAPTION_PROMPT', 'EASYVQA_SYNONYMS',
@@ -37,10 +38,12 @@ CAPTION_EXAMPLE = (
     "a visible grain and a slightly glossy finish. Daylight comes from the right side of the frame and casts a "
     "soft shadow of the chair onto the floor and the lower part of the wall. Nothing else is in the picture.")
 
-def caption_messages(seed: str, example: tuple[str, str] | None = CAPTION_EXAMPLE, system: str = CAPTION_SYSTEM) -> list[dict]:
+def caption_messages(seed: str, example: tuple[str, str] | None = CAPTION_EXAMPLE,
+                     system: str = CAPTION_SYSTEM) -> list[dict]:
     "The chat that asks for one expanded caption of `seed` (system rule, one worked example, the seed)."
     msgs = [{"role": "system", "content": system}]
-    if example: msgs += [{"role": "user", "content": f"Seed: {example[0]}"}, {"role": "assistant", "content": example[1]}]
+    if example:
+        msgs += [{"role": "user", "content": f"Seed: {example[0]}"}, {"role": "assistant", "content": example[1]}]
     return msgs + [{"role": "user", "content": f"Seed: {seed}"}]
 
 # %% ../nbs/12_captions.ipynb #389f8414
@@ -49,7 +52,8 @@ CAPTION_PROMPTS = {"default": CAPTION_SYSTEM, "seed-words": CAPTION_SYSTEM + SEE
 
 def caption_prompt(name: str) -> str:
     "The system rule called `name` in `CAPTION_PROMPTS`."
-    if name not in CAPTION_PROMPTS: raise ValueError(f"unknown caption prompt {name!r}: choose one of {sorted(CAPTION_PROMPTS)}")
+    if name not in CAPTION_PROMPTS:
+        raise ValueError(f"unknown caption prompt {name!r}: choose one of {sorted(CAPTION_PROMPTS)}")
     return CAPTION_PROMPTS[name]
 
 # %% ../nbs/12_captions.ipynb #1fe918cd
@@ -62,7 +66,8 @@ PAPER_CAPTION_PROMPT = (   # Unicorn, arXiv 2503.22655v2, App. C "Detailed Capti
 CAPTION_PROMPTS["paper"] = PAPER_CAPTION_PROMPT
 
 def caption_chat(seed: str, name: str = "default") -> list[dict]:
-    "The chat of caption prompt `name` for `seed`: a `<seed>` template as one user turn (zero-shot), else rule + example."
+    """The chat of caption prompt `name` for `seed`: a `<seed>` template as one user turn (zero-shot), else rule +
+    example."""
     text = caption_prompt(name)
     if "<seed>" in text: return [{"role": "user", "content": text.replace("<seed>", seed)}]
     return caption_messages(seed, system=text)
@@ -85,7 +90,9 @@ def attribute_vocab(spec) -> dict[str, dict[str, str]] | None:
     if isinstance(spec, str):
         if spec in ATTRIBUTE_VOCABS: spec = ATTRIBUTE_VOCABS[spec]()
         elif spec.endswith(".json") and Path(spec).exists(): spec = json.loads(Path(spec).read_text())
-        else: raise ValueError(f"unknown attribute vocabulary {spec!r}: a name in {sorted(ATTRIBUTE_VOCABS)} or a .json file")
+        else:
+            raise ValueError(f"unknown attribute vocabulary {spec!r}: a name in {sorted(ATTRIBUTE_VOCABS)} or a .json "
+                             "file")
     out = {}
     for g, ws in spec.items():
         forms = ws if isinstance(ws, dict) else {w: [w] for w in ws}
@@ -93,7 +100,8 @@ def attribute_vocab(spec) -> dict[str, dict[str, str]] | None:
         for c, fs in forms.items():
             for f in {c, *fs}:
                 f = f.lower()
-                if not re.fullmatch(r"[a-z]+", f): raise ValueError(f"attribute word {f!r} ({g}): one word of letters only")
+                if not re.fullmatch(r"[a-z]+", f):
+                    raise ValueError(f"attribute word {f!r} ({g}): one word of letters only")
                 if out[g].get(f, c.lower()) != c.lower(): raise ValueError(f"{f!r} names two {g} attributes")
                 out[g][f] = c.lower()
     return out
@@ -126,7 +134,8 @@ _NOT_TEXT = {"Cs": "lone-surrogate", "Cc": "control-characters", "Zl": "control-
 _BLANK_LOOKALIKES = set("\u115f\u1160\u2800\u3164\uffa0")
 
 def text_problem(text: str) -> str | None:
-    "'lone-surrogate', 'control-characters', 'invisible-characters' or 'blank' if `text` is not plain visible text, else None."
+    """'lone-surrogate', 'control-characters', 'invisible-characters' or 'blank' if `text` is not plain visible text,
+    else None."""
     if not isinstance(text, str): return "not-text"
     cats = {unicodedata.category(c) for c in set(text)}
     for cat, why in _NOT_TEXT.items():
@@ -135,7 +144,8 @@ def text_problem(text: str) -> str | None:
     return None
 
 def storable(text):
-    "`text` as a string UTF-8 can encode (lone surrogates become `\\udXXX` escapes; None stays None, other types their repr)."
+    """`text` as a string UTF-8 can encode (lone surrogates become `\\udXXX` escapes; None stays None, other types their
+    repr)."""
     if text is None: return None
     return (text if isinstance(text, str) else repr(text)).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -218,10 +228,12 @@ def caption_stats(captions: Sequence[str]) -> dict:
     if not toks: return {"n": 0}
     n = np.array([len(t) for t in toks])
     ttr = np.array([len(set(t)) / len(t) for t in toks])
-    cnt = Counter(w for t in toks for w in t); tot = sum(cnt.values())
+    cnt = Counter(w for t in toks for w in t)
+    tot = sum(cnt.values())
     p = np.array(list(cnt.values())) / tot
     return {"n": len(toks), "words_mean": float(n.mean()), "words_min": int(n.min()), "words_max": int(n.max()),
-            "words_median": float(np.median(n)), "ttr_mean": float(ttr.mean()), "entropy_bits": float(-(p * np.log2(p)).sum()),
+            "words_median": float(np.median(n)), "ttr_mean": float(ttr.mean()),
+            "entropy_bits": float(-(p * np.log2(p)).sum()),
             "vocab": len(cnt)}
 
 # %% ../nbs/12_captions.ipynb #be4fb0aa
@@ -271,9 +283,10 @@ def expand_shard(seeds: list[dict],       # seed records (`id`, `seed`, ...)
 def finalize_captions(raw: list[dict],              # raw records from `expand_shard`
                       dedup_threshold: float = 0.8,   # 3-gram Jaccard at or above which a caption is a near-duplicate
                       encoder: Callable | None = None,  # texts -> (n, d) embeddings, for the seed-similarity check
-                      min_similarity: float | None = None,  # cosine(seed, caption) below this: seed-dissimilar (None: off)
+                      min_similarity: float | None = None,  # cosine(seed, caption) below this: dissimilar (None: off)
                      ) -> tuple[list[dict], list[dict], dict]:
-    "`(kept, rejected, counts)`: drop records with a reason, then (optionally) seed-dissimilar ones, then near-duplicates."
+    """`(kept, rejected, counts)`: drop records with a reason, then (optionally) seed-dissimilar ones, then
+    near-duplicates."""
     keep_fields = ("id", "seed_id", "seed", "caption", "domain", "source_image", "label")
     if encoder is not None and min_similarity is not None:
         cand = [r for r in raw if not r["reason"]]
@@ -284,7 +297,8 @@ def finalize_captions(raw: list[dict],              # raw records from `expand_s
     good = [r for r in raw if not r["reason"]]
     dups = near_duplicates([r["caption"] for r in good], dedup_threshold)
     for i, j in dups.items():
-        rejected.append({**{k: good[i][k] for k in keep_fields}, "reason": "near-duplicate", "duplicate_of": good[j]["id"],
+        rejected.append({**{k: good[i][k] for k in keep_fields}, "reason": "near-duplicate",
+                         "duplicate_of": good[j]["id"],
                          "raw": good[i]["raw"]})
     kept = [{k: r[k] for k in keep_fields} for i, r in enumerate(good) if i not in dups]
     counts = {"generated": len(raw), "kept": len(kept), "rejected": dict(Counter(r["reason"] for r in rejected))}
@@ -311,7 +325,7 @@ class CaptionsConfig:
     dedup_threshold: float = 0.8
     seed: int = 0
     caption_prompt: str = "seed-words"        # a key of CAPTION_PROMPTS (paper: "paper", the paper's own prompt)
-    attribute_vocab: str | None = "easyvqa"   # attribute consistency check: a vocabulary name or .json file (None/"": off)
+    attribute_vocab: str | None = "easyvqa"  # attribute consistency check: vocabulary name or .json file (None/"": off)
     min_seed_similarity: float | None = None  # cosine(seed, caption) threshold under `similarity_encoder` (None: off)
     similarity_encoder: str = "minilm"        # "minilm" (packaged all-MiniLM-L6-v2) or a CLIP/SigLIP path for hf_clip
     max_retries: int = 2                      # a rejected reply is asked again (new sampling seed) at most this often
@@ -327,8 +341,10 @@ PRESETS = {
 def backend_for(cfg) -> LLMBackend:
     "The LLM backend named by `cfg.backend` / `cfg.model`, with the fields that backend takes."
     if cfg.backend == "transformers":
-        return get_backend("transformers", cfg.model, batch_size=cfg.batch_size, num_threads=getattr(cfg, "num_threads", 0) or None)
-    if cfg.backend == "vllm": return get_backend("vllm", cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed)
+        return get_backend("transformers", cfg.model, batch_size=cfg.batch_size,
+                           num_threads=getattr(cfg, "num_threads", 0) or None)
+    if cfg.backend == "vllm":
+        return get_backend("vllm", cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed)
     if cfg.backend == "openai": return get_backend("openai", cfg.model, base_url=cfg.base_url)
     return get_backend(cfg.backend, cfg.model)
 
@@ -370,6 +386,8 @@ def run_captions(seeds: list[dict],        # seed records
                  root: Path | str,         # the run folder
                  progress: bool = True,    # show a progress bar
                  encoder: Callable | None = None,  # texts -> (n, d) embeddings, used if cfg.min_seed_similarity is set
+                 engine: str = "local",    # "local" (in process) or "ray" (Ray Data, an actor pool over the backend)
+                 workers: int = 2,         # Ray actors when engine="ray"
                 ) -> dict:
     "Stage 1 over `seeds` into run folder `root`: raw shards (resumable), filtered captions, rejects, statistics."
     if cfg.min_seed_similarity is not None and encoder is None:
@@ -377,9 +395,10 @@ def run_captions(seeds: list[dict],        # seed records
     lay = RunLayout(root)
     raw_store = JsonlShards(lay.captions_raw)
     vocab, _ = attribute_vocab(cfg.attribute_vocab), caption_prompt(cfg.caption_prompt)   # an unknown prompt fails here
-    shard_info = map_shards(seeds, lambda chunk: expand_shard(chunk, backend, sampling_for(cfg), cfg.min_words,
-                                                              cfg.max_words, vocab, cfg.caption_prompt, cfg.max_retries),
-                            raw_store, cfg.shard_size, desc="stage 1 captions", progress=progress)
+    shard_info = run_stage_shards(seeds, lambda chunk: expand_shard(chunk, backend, sampling_for(cfg), cfg.min_words,
+                                                              cfg.max_words, vocab, cfg.caption_prompt,
+                                                              cfg.max_retries),
+                                  raw_store, cfg.shard_size, "stage 1 captions", progress, engine, workers)
     raw = list(raw_store)
     kept, rejected, counts = finalize_captions(raw, cfg.dedup_threshold, encoder, cfg.min_seed_similarity)
     out, rej = JsonlShards(lay.captions), JsonlShards(lay.captions_rejected)
@@ -393,7 +412,8 @@ def plot_caption_stats(captions: Sequence[str], seeds: Sequence[str] | None = No
     "Histograms of words per caption and of per-caption type-token ratio (seeds overlaid if given)."
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    n = [len(words(c)) for c in captions]; ttr = [len(set(words(c))) / max(1, len(words(c))) for c in captions]
+    n = [len(words(c)) for c in captions]
+    ttr = [len(set(words(c))) / max(1, len(words(c))) for c in captions]
     axes[0].hist(n, bins=20, color="C0", label=f"expanded captions (mean {np.mean(n):.0f})" if n else "captions")
     if seeds:
         ns = [len(words(s)) for s in seeds]

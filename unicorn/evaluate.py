@@ -38,8 +38,11 @@ def prompt_ids(tok,                                   # the VLM's tokenizer (get
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`(input_ids, attention_mask, position_ids)` of `seqs` padded on the left."
     n = max(map(len, seqs))
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long); mask = torch.zeros_like(ids)
-    for j, s in enumerate(seqs): ids[j, n - len(s):] = torch.tensor(s); mask[j, n - len(s):] = 1
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, s in enumerate(seqs):
+        ids[j, n - len(s):] = torch.tensor(s)
+        mask[j, n - len(s):] = 1
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 # %% ../nbs/33_eval.ipynb #efe2c68b
@@ -56,13 +59,17 @@ def score_continuations(vlm: UnicornVLM,                # the model to score wit
     for s in range(0, len(prompts), batch_size):
         seqs = [p + c for p, c in zip(prompts[s:s + batch_size], conts[s:s + batch_size])]
         ids, mask, pos = left_pad(seqs, pad_id)
-        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]), dtype=torch.float32)
+        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]),
+                                                             dtype=torch.float32)
         m = max(map(len, conts[s:s + batch_size]))           # left-padded: only the last m + 1 positions matter
-        logp = vlm(ids, attention_mask=mask, position_ids=pos, image_emb=emb, logits_to_keep=m + 1).logits.float().log_softmax(-1)
+        logp = vlm(ids, attention_mask=mask, position_ids=pos, image_emb=emb,
+                   logits_to_keep=m + 1).logits.float().log_softmax(-1)
         for j, c in enumerate(conts[s:s + batch_size]):
-            n = len(c); tgt = torch.tensor(c)
+            n = len(c)
+            tgt = torch.tensor(c)
             lp = logp[j, m - n:m]                             # the positions that predict the continuation
-            lps.append(float(lp.gather(1, tgt[:, None]).sum())); greedy.append(bool((lp.argmax(-1) == tgt).all()))
+            lps.append(float(lp.gather(1, tgt[:, None]).sum()))
+            greedy.append(bool((lp.argmax(-1) == tgt).all()))
     return np.array(lps), np.array(greedy)
 
 @torch.no_grad()
@@ -79,12 +86,15 @@ def rank_answers(vlm: UnicornVLM,                # the model to score with
     first = [a[0] for a in a_ids]
     for s in range(0, len(prompts), batch_size):
         ids, mask, pos = left_pad(prompts[s:s + batch_size], tok.pad_token_id)
-        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]), dtype=torch.float32)
-        logp = vlm(ids, attention_mask=mask, position_ids=pos, image_emb=emb, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
+        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]),
+                                                             dtype=torch.float32)
+        logp = vlm(ids, attention_mask=mask, position_ids=pos, image_emb=emb,
+                   logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
         out[s:s + batch_size] = logp[:, first].numpy()
     for a, ai in enumerate(a_ids):
         if len(ai) > 1:
-            out[:, a] = score_continuations(vlm, prompts, [ai] * len(prompts), image_emb, tok.pad_token_id, batch_size)[0]
+            out[:, a] = score_continuations(vlm, prompts, [ai] * len(prompts), image_emb, tok.pad_token_id,
+                                            batch_size)[0]
     return out
 
 # %% ../nbs/33_eval.ipynb #31fa60a7
@@ -100,16 +110,20 @@ def _later_tokens(vlm: UnicornVLM, kv, attention_mask: torch.Tensor, next_pos: t
     the cache `kv` (whose next position is `next_pos[b]`): one step of T tokens, one row per (prompt, answer)."""
     B, M = attention_mask.shape[0], len(multi_ids)
     T = max(len(a) - 1 for a in multi_ids)
-    cont = torch.full((B * M, T), pad_id, dtype=torch.long); cmask = torch.zeros_like(cont)
+    cont = torch.full((B * M, T), pad_id, dtype=torch.long)
+    cmask = torch.zeros_like(cont)
     for r in range(B * M):
-        a = multi_ids[r % M][:-1]; cont[r, :len(a)] = torch.tensor(a); cmask[r, :len(a)] = 1
+        a = multi_ids[r % M][:-1]
+        cont[r, :len(a)] = torch.tensor(a)
+        cmask[r, :len(a)] = 1
     mask = torch.cat([attention_mask.repeat_interleave(M, 0), cmask], 1)
     pos = next_pos.repeat_interleave(M)[:, None] + torch.arange(T)
     lp = vlm.lm(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=_expand_cache(kv, M)
                 ).logits.float().log_softmax(-1)
     out = np.zeros((B, M))
     for r in range(B * M):
-        b, j = divmod(r, M); a = multi_ids[j]
+        b, j = divmod(r, M)
+        a = multi_ids[j]
         out[b, j] = float(lp[r, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum())
     return out
 
@@ -130,7 +144,8 @@ def rank_answers_cached(vlm: UnicornVLM,                # the VLM (any LM: evalu
         sp = [split_at_image(p, [IGNORE] * len(p), img) for p in prompts[s:s + batch_size]]
         B = len(sp)
         emb = None if image_emb is None else np.asarray(image_emb[s:s + B])
-        batch = collate_split(sp, cache, tok.pad_token_id, emb); batch.pop("labels")
+        batch = collate_split(sp, cache, tok.pad_token_id, emb)
+        batch.pop("labels")
         plen, slen = batch["position_ids"][:, 0], torch.tensor([len(x.suffix) for x in sp])
         keep = torch.unique(slen - 1)                                     # the last real position of each row
         o = vlm(**batch, use_cache=True, logits_to_keep=keep)
@@ -159,7 +174,8 @@ def generate_answers(vlm: UnicornVLM,            # the model to generate with
     out = []
     for s in range(0, len(prompts), batch_size):
         ids, mask, _ = left_pad(prompts[s:s + batch_size], tok.pad_token_id)
-        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]), dtype=torch.float32)
+        emb = None if image_emb is None else torch.as_tensor(np.asarray(image_emb[s:s + batch_size]),
+                                                             dtype=torch.float32)
         g = vlm.generate(ids, attention_mask=mask, image_emb=emb, max_new_tokens=max_new_tokens,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         out += tok.batch_decode(g, skip_special_tokens=True)
@@ -169,7 +185,8 @@ def generate_answers(vlm: UnicornVLM,            # the model to generate with
 QTYPES = ("yes/no", "shape", "color")
 
 def eval_questions(n_per_type: int = 150, seed: int = 0, n_yes_no: int | None = None) -> pd.DataFrame:
-    "easy-VQA test questions: `n_per_type` per question type (yes/no: at most `n_yes_no`, if given), drawn with `seed` (0 = all)."
+    """easy-VQA test questions: `n_per_type` per question type (yes/no: at most `n_yes_no`, if given), drawn with `seed`
+    (0 = all)."""
     from unicorn.packaged import load_easyvqa
     q = load_easyvqa("test")
     if not n_per_type: return q
@@ -194,43 +211,58 @@ def accuracy_table(preds: pd.DataFrame, col: str, shares: dict | None = None) ->
 
 # %% ../nbs/33_eval.ipynb #b33f418e
 def bootstrap_interval(a: np.ndarray,                 # correct (1) / wrong (0), [seeds, questions]
-                       b: np.ndarray | None = None,   # a second condition on the same questions: interval of mean(a) − mean(b)
+                       b: np.ndarray | None = None,  # another condition, same questions: interval of mean(a) − mean(b)
                        n_boot: int = 2000,            # bootstrap replicates
                        level: float = 0.95,           # coverage
                        seed: int = 0                  # the resampling's random seed
                       ) -> tuple[float, float, float]:
-    "`(estimate, low, high)`: mean accuracy of `a` (or the difference to `b`) with a bootstrap interval over seeds and questions."
+    """`(estimate, low, high)`: mean accuracy of `a` (or the difference to `b`) with a bootstrap interval over seeds and
+    questions."""
     a = np.atleast_2d(np.asarray(a, np.float64))
     if b is not None:
         b = np.atleast_2d(np.asarray(b, np.float64))
-        if a.shape[1] != b.shape[1]: raise ValueError(f"paired conditions need the same questions, got {a.shape[1]} and {b.shape[1]}")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"paired conditions need the same questions, got {a.shape[1]} and {b.shape[1]}")
     rng = np.random.default_rng(seed)
-    W = rng.multinomial(a.shape[1], np.full(a.shape[1], 1 / a.shape[1]), size=n_boot) / a.shape[1]   # question weights [R, Q]
+    # question weights [R, Q]
+    W = rng.multinomial(a.shape[1], np.full(a.shape[1], 1 / a.shape[1]), size=n_boot) / a.shape[1]
     def draws(x):                                     # [R]: mean over resampled seeds of each seed's weighted accuracy
         S = rng.integers(0, len(x), size=(n_boot, len(x)))
         return np.take_along_axis((x @ W.T).T, S, 1).mean(1)
     if b is None: est, reps = a.mean(), draws(a)
     else:
-        state = rng.bit_generator.state; ra = draws(a)
-        rng.bit_generator.state = state; rb = draws(b)                # the same seed positions (when the seed counts agree)
+        state = rng.bit_generator.state
+        ra = draws(a)
+        rng.bit_generator.state = state
+        rb = draws(b)                # the same seed positions (when the seed counts agree)
         est, reps = a.mean() - b.mean(), ra - rb
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return float(est), float(lo), float(hi)
 
-def verdict(low: float, high: float) -> str:
-    "How a difference's interval reads: 'higher', 'lower', or 'no difference measured' when it contains 0."
-    return "higher" if low > 0 else "lower" if high < 0 else "no difference measured"
+def verdict(low: float, high: float, margin: float | None = None) -> str:
+    """How a difference's interval reads: 'higher' (low > 0), 'lower' (high < 0), 'equivalent' when `margin` is given
+    and the interval lies inside ±margin (pass the 1 − 2α interval: TOST), else 'undecided'. Never 'equal'."""
+    if low > 0: return "higher"
+    if high < 0: return "lower"
+    return "equivalent" if margin is not None and -margin < low and high < margin else "undecided"
 
 # %% ../nbs/33_eval.ipynb #f054ada6
-def test_image_embeddings(run: RunFolder, image_ids: list[str], center: bool | str) -> np.ndarray:
+def test_image_embeddings(run: RunFolder,            # the run folder (`emb/image_test/`, `emb/stats.safetensors`)
+                          image_ids: list[str],       # the test images' ids
+                          center: bool | str,         # False: raw; True/"paper": test set's mean; "c3": train images'
+                          method: str | None = None,  # the training method of the VLM that will read them (None: any)
+                         ) -> np.ndarray:
     """Real test-image embeddings of `image_ids`, raw (`center=False`) or ṽ = v − E[V]: E[V] the whole test set's
-    mean (True or "paper", the Unicorn paper's) or the training images' (`"c3"`, `mu_image_train` of `run.emb_stats`)."""
-    from unicorn.transfer import center_images, centring_mean, load_stats
+    mean (True or "paper", the Unicorn paper's) or the training images' (`"c3"`, `mu_image_train` of `run.emb_stats`).
+    A VLM trained on `c3_spec` gets C3's own input whenever it is centred: Norm(Norm(v) − μ_I^train)."""
+    from unicorn.transfer import center_images, centring_mean, load_stats, prepare_images_c3_spec
     idx = EmbeddingIndex(run.embeddings("image_test"))
     v = idx.get_many(image_ids)
     if center is False: return v
+    if method == "c3_spec": return prepare_images_c3_spec(v, centring_mean("c3", load_stats(run.emb_stats)))
     if center in (True, "paper"):
-        mu = np.concatenate([np.asarray(m, np.float32) for m in idx.mats]).astype(np.float64).mean(0)   # the test set's own mean
+        # the test set's own mean
+        mu = np.concatenate([np.asarray(m, np.float32) for m in idx.mats]).astype(np.float64).mean(0)
     else: mu = centring_mean(center, load_stats(run.emb_stats))
     return center_images(v, mean=mu)
 
@@ -245,13 +277,15 @@ def evaluate_vlm(vlm: UnicornVLM,                     # the model to evaluate
     "Predictions per question (`pred_likelihood`, `pred_generate`) and accuracy tables per mode."
     from unicorn.packaged import easyvqa_answers
     use_image = image_emb is not None
-    ps = [prompt_ids(tok, vqa_prompt(q, use_image, vlm.cfg.image_position), vlm.cfg.k if use_image else 1) for q in questions.question]
+    ps = [prompt_ids(tok, vqa_prompt(q, use_image, vlm.cfg.image_position), vlm.cfg.k if use_image else 1)
+          for q in questions.question]
     preds, metrics, shares = questions.copy(), {}, type_shares()
     for mode in modes:
         t0 = time.time()
         if mode == "likelihood":
             answers = easyvqa_answers()
-            lp = rank_answers_cached(vlm, tok, shared_prefix_cache(vlm.lm, inference_only=True), ps, answers, image_emb, batch_size)
+            lp = rank_answers_cached(vlm, tok, shared_prefix_cache(vlm.lm, inference_only=True), ps, answers, image_emb,
+                                     batch_size)
             preds["pred_likelihood"] = [answers[i] for i in lp.argmax(1)]
         elif mode == "generate":
             preds["raw_generate"] = generate_answers(vlm, tok, ps, image_emb, max_new_tokens, batch_size)
@@ -282,10 +316,11 @@ def _centring_name(center: bool | str) -> str:
     if center in CENTRINGS: return f"centred_{center}"
     raise ValueError(f"unknown test-time centring {center!r}: False, True, or one of {list(CENTRINGS)}")
 
-def _eval_embeddings(run: RunFolder, questions: pd.DataFrame, emb_dim: int, blind: bool, center: bool | str) -> np.ndarray:
-    "One image embedding per question: its test image's (centred as `center` says), or zeros for the blind model."
+def _eval_embeddings(run: RunFolder, questions: pd.DataFrame, emb_dim: int, blind: bool, center: bool | str,
+                     method: str | None = None) -> np.ndarray:
+    "Per question: its test image's embedding (centred as `center` says for `method`), or zeros if blind."
     if blind: return np.zeros((len(questions), emb_dim), np.float32)     # the blind model's constant input
-    return test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], center)
+    return test_image_embeddings(run, [f"test-img{i}" for i in questions.image_id], center, method)
 
 def _save_predictions(preds: pd.DataFrame, questions: pd.DataFrame, ckpt: Path, name: str, modes) -> None:
     "Write `preds_<name>_<mode>.csv` into `ckpt` for each of `modes`: the questions and that mode's predictions."
@@ -296,7 +331,7 @@ def _save_predictions(preds: pd.DataFrame, questions: pd.DataFrame, ckpt: Path, 
 def evaluate_checkpoint(run: RunFolder,                    # the run folder (test-image embeddings in `emb/image_test/`)
                         ckpt: Path | str,                  # the checkpoint folder (`train_condition`'s `vlm/<name>/`)
                         questions: pd.DataFrame,           # the test questions (`eval_questions`)
-                        centers=(False, True),             # False: raw; True or "paper": ṽ = v − E[V] (test mean); "c3": train mean
+                        centers=(False, True),  # False: raw; True/"paper": ṽ = v − E[V] (test mean); "c3": train mean
                         modes=("likelihood", "generate"),  # "likelihood" (answer ranking) and/or "generate"
                         lm=None,                           # base LM of a frozen or LoRA checkpoint (None: by its name)
                         batch_size: int = 32,              # prompts per forward pass
@@ -306,18 +341,20 @@ def evaluate_checkpoint(run: RunFolder,                    # the run folder (tes
     Cached per centring and mode in `ckpt/eval.json` (predictions in `preds_<centring>_<mode>.csv`)."""
     ckpt = Path(ckpt)
     res = _eval_cache(ckpt / "eval.json", questions)      # callers asking for other modes reuse each other's work
-    blind = json.loads((ckpt / "train_config.json").read_text())["config"]["method"] == "blind"
+    method = json.loads((ckpt / "train_config.json").read_text())["config"]["method"]
+    blind = method == "blind"
     vlm, tok, names = None, None, [_centring_name(c) for c in centers]
     for c in ([False] if blind else centers):
         name = _centring_name(c)
         todo = [m for m in modes if m not in res.get(name, {})]
         if not todo: continue
         if vlm is None: vlm, tok = _load_checkpoint(ckpt, lm)
-        emb = _eval_embeddings(run, questions, vlm.cfg.emb_dim, blind, c)
+        emb = _eval_embeddings(run, questions, vlm.cfg.emb_dim, blind, c, method)
         preds, met = evaluate_vlm(vlm, tok, questions, emb, todo, batch_size)
         res[name] = res.get(name, {}) | met
         _save_predictions(preds, questions, ckpt, name, todo)
-        if verbose: print(f"[eval] {ckpt.name} {name}: " + ", ".join(f"{m} visual {v['visual']:.3f}" for m, v in met.items()))
+        if verbose:
+            print(f"[eval] {ckpt.name} {name}: " + ", ".join(f"{m} visual {v['visual']:.3f}" for m, v in met.items()))
     if blind: res |= {n: res["raw"] for n in names}      # no image: centring does not apply
     atomic_write_json(ckpt / "eval.json", res)
     return {name: {m: res[name][m] for m in modes} for name in dict.fromkeys(names)}

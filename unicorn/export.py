@@ -4,7 +4,7 @@
 
 # %% ../nbs/36_export.ipynb #10849a38
 from __future__ import annotations
-import copy, hashlib, io, os, pickle, re, shutil, tempfile
+import copy, hashlib, io, json, os, pickle, re, shutil, tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -16,10 +16,11 @@ from .vlm import IMAGE_TOKEN
 from .vlm_data import EmbeddingIndex, RecordError, caption_records, check_record, load_records
 
 # %% auto #0
-__all__ = ['EXPORT_INFO', 'LLAVA_FEATURES', 'UNICORN_EMBEDDINGS', 'feature_stem', 'feature_file', 'feature_files',
-           'place_image_token', 'record_vectors', 'npy_bytes', 'put_staged', 'write_export', 'llava_records',
-           'export_llava', 'LlavaEmbeddingDataset', 'portable_pickle', 'unicorn_records', 'unicorn_pretrain',
-           'export_unicorn', 'run_inputs', 'export_run']
+__all__ = ['EXPORT_INFO', 'LLAVA_FEATURES', 'UNICORN_EMBEDDINGS', 'HF_FORMATS', 'TRAINER_TEMPLATES', 'feature_stem',
+           'feature_file', 'feature_files', 'place_image_token', 'record_vectors', 'npy_bytes', 'put_staged',
+           'write_export', 'llava_records', 'export_llava', 'LlavaEmbeddingDataset', 'portable_pickle',
+           'unicorn_records', 'unicorn_pretrain', 'export_unicorn', 'hf_table', 'export_hf', 'run_captions',
+           'run_inputs', 'check_templates', 'export_run', 'export_formats', 'main']
 
 # %% ../nbs/36_export.ipynb #317afe9f
 _PLAIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -30,7 +31,8 @@ def _digest(eid: str) -> str:
     return hashlib.sha256(eid.encode("utf-8", "surrogatepass")).hexdigest()
 
 def feature_stem(eid: str) -> str:
-    "A file-name stem for embedding id `eid`: the id if it is a plain lower-case name, else a cleaned prefix and its hash."
+    """A file-name stem for embedding id `eid`: the id if it is a plain lower-case name, else a cleaned prefix and its
+    hash."""
     if _PLAIN.fullmatch(eid) and not eid.endswith(".") and eid.split(".")[0] not in _DEVICES: return eid
     keep = re.sub(r"[^a-z0-9._-]+", "_", eid.lower())[:48].strip("._-")
     return f"{keep}-{_digest(eid)[:16]}" if keep else _digest(eid)[:16]
@@ -44,10 +46,12 @@ def feature_files(records: Sequence[dict]) -> dict[str, str]:
     files, owner = {}, {}
     for n, r in enumerate(records):
         if r.get("image") is None or str(r["image"]) in files: continue
-        eid = str(r["image"]); rel = feature_file(eid)
+        eid = str(r["image"])
+        rel = feature_file(eid)
         other = owner.setdefault(rel.casefold(), eid)
         if other != eid:
-            raise RecordError(f"record {r.get('id')!r} (#{n}): field 'image' = {eid!r} maps to file {rel}, already id {other!r}'s")
+            raise RecordError(f"record {r.get('id')!r} (#{n}): field 'image' = {eid!r} maps to file {rel}, already id "
+                              f"{other!r}'s")
         files[eid] = rel
     return files
 
@@ -57,7 +61,8 @@ def _name(rec: dict, where: str = "") -> str:
     return f"record {rec.get('id')!r}" + (f" ({where})" if where else "")
 
 def place_image_token(rec: dict, where: str = "") -> list[dict]:
-    "A copy of `rec`'s turns with `<image>` at the start of its turn and a newline after it, as LLaVA's `preprocess_multimodal` leaves it."
+    """A copy of `rec`'s turns with `<image>` at the start of its turn and a newline after it, as LLaVA's
+    `preprocess_multimodal` leaves it."""
     conv = copy.deepcopy(rec["conversations"])
     held = [t for t in conv if IMAGE_TOKEN in t["value"]]
     if rec.get("image") is not None and not held:
@@ -71,14 +76,16 @@ def record_vectors(records: Sequence[dict], index, dtype: str = "float32") -> di
     out, first = {}, None
     for n, r in enumerate(records):
         if r.get("image") is None or str(r["image"]) in out: continue
-        eid = str(r["image"]); name = f"{_name(r, f'#{n}')}: field 'image' = {eid!r}"
+        eid = str(r["image"])
+        name = f"{_name(r, f'#{n}')}: field 'image' = {eid!r}"
         if eid not in index: raise RecordError(f"{name} has no embedding")
         v = np.asarray(index[eid])
         if v.ndim != 1 or not np.issubdtype(v.dtype, np.floating):
             raise RecordError(f"{name}: its embedding must be a 1-D float vector, got {v.dtype} of shape {v.shape}")
         if not np.isfinite(v).all(): raise RecordError(f"{name}: its embedding holds NaN or Inf")
         w = v.astype(dtype)
-        if not np.array_equal(w, v): raise RecordError(f"{name}: casting its {v.dtype} embedding to {dtype} changes values")
+        if not np.array_equal(w, v):
+            raise RecordError(f"{name}: casting its {v.dtype} embedding to {dtype} changes values")
         if first is not None and w.shape != out[first].shape:
             raise RecordError(f"{name}: embedding width {w.shape[0]} != {out[first].shape[0]} of {first!r}")
         first = eid if first is None else first
@@ -90,46 +97,59 @@ EXPORT_INFO = "export_info.json"
 
 def npy_bytes(v: np.ndarray) -> bytes:
     "`v` in NumPy's `.npy` format (no pickle), as `np.load(path, allow_pickle=False)` reads it back."
-    buf = io.BytesIO(); np.save(buf, v, allow_pickle=False); return buf.getvalue()
+    buf = io.BytesIO()
+    np.save(buf, v, allow_pickle=False)
+    return buf.getvalue()
 
 def _check_target(out: Path, overwrite: bool) -> None:
     "Refuse `out` if it holds anything but an earlier export, or an export and `overwrite` is not set."
     if not out.exists() or (out.is_dir() and not any(out.iterdir())): return
-    if not (out / EXPORT_INFO).exists(): raise FileExistsError(f"{out}: exists and is not an export (no {EXPORT_INFO}); choose another folder")
+    if not (out / EXPORT_INFO).exists():
+        raise FileExistsError(f"{out}: exists and is not an export (no {EXPORT_INFO}); choose another folder")
     if not overwrite: raise FileExistsError(f"{out}: holds an earlier export; pass overwrite=True to replace it")
 
 def _publish(tmp: Path, out: Path) -> Path:
     "Move the finished export `tmp` to `out`, replacing an earlier export there."
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old); os.replace(tmp, out); shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
     else: os.replace(tmp, out)
     return out
 
 def put_staged(path: Path, data: bytes) -> None:
     "Write `data` to `path` inside a staging folder: no rename per file, the folder is synced and published whole."
-    path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 def write_export(out: Path | str, write: Callable[[Path], dict], overwrite: bool = False) -> Path:
-    "Run `write(folder)` on a staging folder, store the dict it returns as `export_info.json`, then publish it as `out`."
-    out = Path(out); _check_target(out, overwrite); out.parent.mkdir(parents=True, exist_ok=True)
+    """Run `write(folder)` on a staging folder, store the dict it returns as `export_info.json`, then publish it as
+    `out`."""
+    out = Path(out)
+    _check_target(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".staging"))
     try:
         atomic_write_json(tmp / EXPORT_INFO, write(tmp))
         if hasattr(os, "sync"): os.sync()                  # the staged feature files reach the disk before the rename
         return _publish(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 # %% ../nbs/36_export.ipynb #c818009f
 LLAVA_FEATURES = "features"
 
 def llava_records(records: Sequence[dict], files: Mapping[str, str]) -> list[dict]:
-    "`records` as LLaVA's loader reads them: `image` = the feature file, `embedding_id` = the id, `<image>\\n` leading its turn."
+    """`records` as LLaVA's loader reads them: `image` = the feature file, `embedding_id` = the id, `<image>\\n` leading
+    its turn."""
     out = []
     for n, r in enumerate(records):
         conv = place_image_token(r, f"#{n}")
-        if r.get("image") is None: out.append({**r, "conversations": conv}); continue
+        if r.get("image") is None:
+            out.append({**r, "conversations": conv})
+            continue
         out.append({**r, "image": files[str(r["image"])], "embedding_id": str(r["image"]), "conversations": conv})
     return out
 
@@ -148,29 +168,32 @@ def _write_llava(folder: Path, sets: dict[str, list[dict]], index, dtype: str) -
     dim = next(iter(vecs.values())).shape[0] if vecs else None
     return {"format": "llava", "data_path": {k: f"{k}.json" for k in sets}, "image_folder": LLAVA_FEATURES,
             "records": {k: len(v) for k, v in sets.items()}, "features": len(files), "dim": dim, "dtype": dtype,
-            "reader": "unicorn.export.LlavaEmbeddingDataset; peer: haotian-liu/LLaVA llava/train/train.py LazySupervisedDataset"}
+            "reader": "unicorn.export.LlavaEmbeddingDataset; peer: haotian-liu/LLaVA llava/train/train.py "
+                      "LazySupervisedDataset"}
 
-def export_llava(records: Sequence[dict],                     # Stage 2 records: `id`, `image` (an embedding id), `conversations`
+def export_llava(records: Sequence[dict],            # Stage 2 records: `id`, `image` (an embedding id), `conversations`
                  index,                                       # an `EmbeddingIndex` or a dict id → 1-D vector
-                 out: Path | str,                             # the export folder (replaced only if an export and `overwrite`)
+                 out: Path | str,                       # the export folder (replaced only if an export and `overwrite`)
                  captions: Mapping[str, str] | None = None,   # caption id → text: adds `pretrain.json`
-                 dtype: str = "float32",                      # the feature files' dtype (a cast that changes values is refused)
+                 dtype: str = "float32",              # the feature files' dtype (a cast that changes values is refused)
                  overwrite: bool = False,                     # replace an earlier export in `out`
                  source: dict | None = None                   # provenance stored in `export_info.json`
                 ) -> Path:
-    "Write LLaVA's layout into `out`: `instruction.json` (and `pretrain.json`), each `image` a `.npy` under `features/`."
+    """Write LLaVA's layout into `out`: `instruction.json` (and `pretrain.json`), each `image` a `.npy` under
+    `features/`."""
     sets = _checked(records, captions)
     return write_export(out, lambda d: {**_write_llava(d, sets, index, dtype), "source": source}, overwrite)
 
 # %% ../nbs/36_export.ipynb #fa2d2f84
 class LlavaEmbeddingDataset(torch.utils.data.Dataset):
-    "LLaVA's `LazySupervisedDataset` over exported features: LLaVA's `preprocess` output (or the turns) plus `image` [d]."
+    """LLaVA's `LazySupervisedDataset` over exported features: LLaVA's `preprocess` output (or the turns) plus `image`
+    [d]."""
     def __init__(self,
                  data_path: Path | str,                 # an exported `instruction.json` / `pretrain.json`
                  image_folder: Path | str,              # the folder `image` is relative to: the export's `features/`
                  tokenizer=None,                        # the tokenizer handed to `preprocess`
-                 preprocess: Callable | None = None,    # LLaVA's `preprocess(sources, tokenizer, has_image)`; None: items hold the turns
-                 multimodal: Callable | None = None):   # LLaVA's `preprocess_multimodal` bound to its data_args; None: turns as exported
+                 preprocess: Callable | None = None,  # LLaVA's `preprocess(sources, tokenizer, has_image)`; None: turns
+                 multimodal: Callable | None = None):   # LLaVA's `preprocess_multimodal` (with data_args); None: as is
         self.records, _ = load_records(Path(data_path))
         self.folder, self.tokenizer = Path(image_folder).resolve(), tokenizer
         self.preprocess, self.multimodal = preprocess, multimodal
@@ -180,24 +203,31 @@ class LlavaEmbeddingDataset(torch.utils.data.Dataset):
         if rec.get("image") is None: return None
         p = (self.folder / rec["image"]).resolve()
         if self.folder not in p.parents or p.suffix != ".npy":
-            raise RecordError(f"{_name(rec, f'#{n}')}: field 'image' = {rec['image']!r} is not a .npy file inside {self.folder}")
+            raise RecordError(f"{_name(rec, f'#{n}')}: field 'image' = {rec['image']!r} is not a .npy file inside "
+                              f"{self.folder}")
         return p
     def __len__(self) -> int: return len(self.records)
     @property
     def lengths(self) -> list[int]:
         "Words per record plus 128 for an image: LLaVA's length estimate."
-        return [sum(len(t["value"].split()) for t in r["conversations"]) + (128 if "image" in r else 0) for r in self.records]
+        return [sum(len(t["value"].split()) for t in r["conversations"]) + (128 if "image" in r else 0)
+                for r in self.records]
     @property
     def modality_lengths(self) -> list[int]:
         "Words per record, negative for a text-only record: LLaVA's key for `group_by_modality_length`."
-        return [sum(len(t["value"].split()) for t in r["conversations"]) * (1 if "image" in r else -1) for r in self.records]
+        return [sum(len(t["value"].split()) for t in r["conversations"]) * (1 if "image" in r else -1)
+                for r in self.records]
     def feature(self, i: int) -> torch.Tensor:
-        "Record `i`'s embedding, exactly as stored; `RecordError` naming the record if its file is missing or unreadable."
+        """Record `i`'s embedding, exactly as stored; `RecordError` naming the record if its file is missing or
+        unreadable."""
         try: return torch.from_numpy(np.load(self.paths[i], allow_pickle=False))
         except (OSError, ValueError) as e:
-            raise RecordError(f"{_name(self.records[i], f'#{i}')}: field 'image' = {self.records[i]['image']!r}: {e}") from None
+            raise RecordError(f"{_name(self.records[i], f'#{i}')}: field 'image' = "
+                              f"{self.records[i]['image']!r}: {e}") from None
     def __getitem__(self, i: int) -> dict:
-        r = self.records[i]; conv = copy.deepcopy(r["conversations"]); has = self.paths[i] is not None
+        r = self.records[i]
+        conv = copy.deepcopy(r["conversations"])
+        has = self.paths[i] is not None
         if has and self.multimodal is not None: conv = self.multimodal([conv])[0]
         if self.preprocess is None: out = {"id": r["id"], "conversations": conv}
         else:
@@ -217,17 +247,24 @@ class _PortablePickler(pickle.Pickler):
 
 def portable_pickle(obj) -> bytes:
     "`obj` pickled (protocol 4) with its 1-D arrays in a form any NumPy version loads."
-    buf = io.BytesIO(); _PortablePickler(buf, protocol=4).dump(obj); return buf.getvalue()
+    buf = io.BytesIO()
+    _PortablePickler(buf, protocol=4).dump(obj)
+    return buf.getvalue()
 
 def unicorn_records(records: Sequence[dict], captions: Mapping[str, str]) -> list[dict]:
-    "`records` as Unicorn's loader reads them: `id` = the embedding id, `caption`, `<image>\\n` leading its turn, `record_id`."
+    """`records` as Unicorn's loader reads them: `id` = the embedding id, `caption`, `<image>\\n` leading its turn,
+    `record_id`."""
     out = []
     for n, r in enumerate(records):
         if r.get("image") is None:
-            raise RecordError(f"{_name(r, f'#{n}')}: field 'image' is missing (Unicorn's loader returns None for a record without an image)")
-        eid = str(r["image"]); cap = captions.get(eid)
-        if not isinstance(cap, str) or not cap.strip(): raise RecordError(f"{_name(r, f'#{n}')}: field 'caption': no caption text for image {eid!r}")
-        out.append({"id": eid, "record_id": str(r["id"]), "caption": cap, "image": eid, "conversations": place_image_token(r, f"#{n}")})
+            raise RecordError(f"{_name(r, f'#{n}')}: field 'image' is missing (Unicorn's loader returns None for a "
+                              "record without an image)")
+        eid = str(r["image"])
+        cap = captions.get(eid)
+        if not isinstance(cap, str) or not cap.strip():
+            raise RecordError(f"{_name(r, f'#{n}')}: field 'caption': no caption text for image {eid!r}")
+        out.append({"id": eid, "record_id": str(r["id"]), "caption": cap, "image": eid,
+                    "conversations": place_image_token(r, f"#{n}")})
     return out
 
 def unicorn_pretrain(captions: Mapping[str, str]) -> list[dict]:
@@ -241,15 +278,17 @@ def _write_unicorn(folder: Path, sets: dict[str, list[dict]], index, shard_size:
     vecs = record_vectors([r for rs in sets.values() for r in rs], index, "float32")
     items = [{"id": k, "embed": v} for k, v in vecs.items()]
     for k in range(0, len(items), shard_size):
-        atomic_write_bytes(folder / UNICORN_EMBEDDINGS / f"caption_embeddings_{k // shard_size + 1}.pkl", portable_pickle(items[k:k + shard_size]))
+        atomic_write_bytes(folder / UNICORN_EMBEDDINGS / f"caption_embeddings_{k // shard_size + 1}.pkl",
+                           portable_pickle(items[k:k + shard_size]))
     for name, rs in sets.items(): atomic_write_json(folder / f"{name}.json", rs)
     return {"format": "unicorn", "data_path": {k: f"{k}.json" for k in sets}, "folder_path": UNICORN_EMBEDDINGS,
             "records": {k: len(v) for k, v in sets.items()}, "embeddings": len(items), "dtype": "float32",
-            "dim": items[0]["embed"].shape[0] if items else None, "reader": "Yu-xm/Unicorn bunny/util/data_utils.py LazySupervisedDataset"}
+            "dim": items[0]["embed"].shape[0] if items else None,
+            "reader": "Yu-xm/Unicorn bunny/util/data_utils.py LazySupervisedDataset"}
 
 def export_unicorn(records: Sequence[dict],          # Stage 2 records: `id`, `image` (an embedding id), `conversations`
                    index,                            # an `EmbeddingIndex` or a dict id → 1-D vector
-                   captions: Mapping[str, str],      # caption id → text: every record's `image` needs one; all go to `pretrain.json`
+                   captions: Mapping[str, str],  # caption id → text (one per record's `image`), all in `pretrain.json`
                    out: Path | str,                  # the export folder (replaced only if an export and `overwrite`)
                    shard_size: int = 100_000,        # embeddings per pickle
                    overwrite: bool = False,          # replace an earlier export in `out`
@@ -261,27 +300,156 @@ def export_unicorn(records: Sequence[dict],          # Stage 2 records: `id`, `i
     sets = {"instruction": unicorn_records(checked, captions), "pretrain": unicorn_pretrain(captions)}
     return write_export(out, lambda d: {**_write_unicorn(d, sets, index, shard_size), "source": source}, overwrite)
 
+# %% ../nbs/36_export.ipynb #072ac922
+HF_FORMATS = ("llava", "unicorn", "hf")
+
+def hf_table(records: Sequence[dict], vecs: Mapping[str, np.ndarray]):
+    "A pyarrow table of `records`: `id`, `image` (embedding id), `conversations`, `embedding` (float32), `meta` (JSON)."
+    import pyarrow as pa
+    conv = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+    cols = {"id": pa.array([str(r["id"]) for r in records], pa.string()),
+            "image": pa.array([None if r.get("image") is None else str(r["image"]) for r in records], pa.string()),
+            "conversations": pa.array([[{"from": t["from"], "value": t["value"]} for t in r["conversations"]]
+                                       for r in records], conv),
+            "embedding": pa.array([None if r.get("image") is None else vecs[str(r["image"])] for r in records],
+                                  pa.list_(pa.float32())),
+            "meta": pa.array([json.dumps({k: v for k, v in r.items() if k not in ("id", "image", "conversations")})
+                              for r in records], pa.string())}
+    return pa.table(cols)
+
+def _write_hf(folder: Path, sets: dict[str, list[dict]], index) -> dict:
+    "One Parquet file per record set, and a dataset card naming them as splits; what `export_info.json` says."
+    import pyarrow.parquet as pq
+    every = [r for rs in sets.values() for r in rs]
+    vecs = record_vectors(every, index, "float32")
+    for name, rs in sets.items():
+        rs = [{**r, "conversations": place_image_token(r, f"#{n}")} for n, r in enumerate(rs)]
+        buf = io.BytesIO()
+        pq.write_table(hf_table(rs, vecs), buf)
+        atomic_write_bytes(folder / f"{name}.parquet", buf.getvalue())
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        f"  - split: {k}\n    path: {k}.parquet\n" for k in sets) + "---\nExported by `unicorn.export` (format `hf`).\n"
+    atomic_write_bytes(folder / "README.md", card.encode())
+    dim = next(iter(vecs.values())).shape[0] if vecs else None
+    return {"format": "hf", "data_files": {k: f"{k}.parquet" for k in sets},
+            "records": {k: len(v) for k, v in sets.items()},
+            "dim": dim, "dtype": "float32", "reader": "datasets.load_dataset(<folder>) or pyarrow.parquet.read_table"}
+
+def export_hf(records: Sequence[dict],                     # Stage 2 records (`id`, `image`, `conversations`)
+              index,                                       # an `EmbeddingIndex` or a dict id → 1-D vector
+              out: Path | str,                             # the export folder (replaced only if an export, `overwrite`)
+              captions: Mapping[str, str] | None = None,   # caption id → text: adds the `pretrain` split
+              overwrite: bool = False,                     # replace an earlier export in `out`
+              source: dict | None = None                   # provenance stored in `export_info.json`
+             ) -> Path:
+    "Write a Hugging Face `datasets` folder into `out`: `instruction.parquet` (and `pretrain.parquet`), vectors inline."
+    sets = _checked(records, captions)
+    return write_export(out, lambda d: {**_write_hf(d, sets, index), "source": source}, overwrite)
+
 # %% ../nbs/36_export.ipynb #c04b8d2d
-def run_inputs(run: Path | str, method: str = "unicorn_code", text_store: str = "text") -> tuple[list[dict], EmbeddingIndex, dict[str, str]]:
-    "Stage 2's records, the `method` synthetic embeddings of `text_store` and Stage 1's captions (id → text) of run folder `run`."
+def run_captions(store: JsonlShards) -> dict[str, str]:
+    "Stage 1's captions, id → text; a repeated id (`1` and `\"1\"` too), a missing id or non-text caption is refused."
+    out, seen = {}, {}
+    for path in store.shard_paths():
+        for n, c in enumerate(store.read_path(path)):
+            where = f"{path} line {n + 1}"
+            if not isinstance(c, dict) or c.get("id") is None:
+                raise RecordError(f"{where}: field 'id' is missing")
+            if not isinstance(c.get("caption"), str): raise RecordError(f"{where}: field 'caption' is not text")
+            key = str(c["id"])
+            if key in seen:
+                raise RecordError(f"{where}: field 'id' = {c['id']!r} repeats id {seen[key][1]!r} of {seen[key][0]} "
+                                  "(one caption per id; the export would keep only one)")
+            seen[key], out[key] = (where, c["id"]), c["caption"]
+    return out
+
+def run_inputs(run: Path | str, method: str = "unicorn_code", text_store: str = "text") -> tuple[list[dict],
+                                                                                                 EmbeddingIndex,
+                                                                                                 dict[str, str]]:
+    """Stage 2's records, the `method` synthetic embeddings of `text_store` and Stage 1's captions (id → text) of run
+    folder `run`."""
     if not Path(run, "manifest.json").exists(): raise FileNotFoundError(f"{run}: not a run folder (no manifest.json)")
     lay = RunLayout(run)
     records, _ = load_records(lay.llava_json)
-    captions = {str(c["id"]): c["caption"] for c in JsonlShards(lay.captions)}
-    return records, EmbeddingIndex(lay.synthetic(method, text_store)), captions
+    return records, EmbeddingIndex(lay.synthetic(method, text_store)), run_captions(JsonlShards(lay.captions))
+
+TRAINER_TEMPLATES = {"llava": (("llava", "plain", "pretrain"), ("llava", "v1", "instruction")),
+                     "unicorn": (("bunny", "plain", "pretrain"), ("bunny", "bunny", "instruction"))}
+
+def check_templates(records: Sequence[dict],     # Stage 2 records
+                    captions: Mapping[str, str],  # caption id → text (the `pretrain` set)
+                    tokenizer,                   # the LM's tokenizer the trainer will use
+                    formats: Sequence[str],      # the formats being exported (`hf` has no trainer template)
+                    strict: bool = False         # refuse (ValueError) instead of warning when every label is masked
+                   ) -> dict[str, float]:
+    "Each format's trainer templates checked on a few records (`unicorn.interop.check_pairing`): supervised fraction."
+    from unicorn.interop import check_pairing
+    sets = {"instruction": [{**r, "conversations": place_image_token(r, f"#{n}")} for n, r in enumerate(records[:8])],
+            "pretrain": caption_records([{"id": k, "caption": v} for k, v in list(captions.items())[:8]])}
+    return {f"{tr}/{tm}": check_pairing(sets[s], tokenizer, tr, tm, strict)["fraction"]
+            for f in formats for tr, tm, s in TRAINER_TEMPLATES.get(f, ())}
 
 def export_run(run: Path | str,                            # a run folder with Stage 1, Stage 2 and the transfer done
                out: Path | str,                            # where the exports go: `out/llava`, `out/unicorn`
-               method: str = "unicorn_code",               # which synthetic embeddings (a transfer method of `21_transfer`)
+               method: str = "unicorn_code",           # which synthetic embeddings (a transfer method of `21_transfer`)
                text_store: str = "text",                   # whose text embeddings were transferred
-               formats: Sequence[str] = ("llava", "unicorn"),  # the layouts to write
-               overwrite: bool = False                     # replace earlier exports
+               formats: Sequence[str] = ("llava", "unicorn"),  # the layouts to write (`HF_FORMATS`)
+               overwrite: bool = False,                    # replace earlier exports
+               tokenizer=None,                            # check the trainers' templates with it first (None: no check)
+               strict_template: bool = False               # refuse, not warn, a template that masks every label
               ) -> dict[str, Path]:
     "Export run `run`'s instruction data and synthetic embeddings in each of `formats`; return format → folder."
-    bad = set(formats) - {"llava", "unicorn"}
-    if bad: raise ValueError(f"unknown formats {sorted(bad)}: choose from 'llava', 'unicorn'")
+    bad = set(formats) - set(HF_FORMATS)
+    if bad: raise ValueError(f"unknown formats {sorted(bad)}: choose from {', '.join(map(repr, HF_FORMATS))}")
     records, index, captions = run_inputs(run, method, text_store)
     src = {"run": str(Path(run).resolve()), "method": method, "text_store": text_store}
+    if tokenizer is not None:
+        src["template_check"] = check_templates(records, captions, tokenizer, formats, strict_template)
     write = {"llava": lambda o: export_llava(records, index, o, captions, overwrite=overwrite, source=src),
-             "unicorn": lambda o: export_unicorn(records, index, captions, o, overwrite=overwrite, source=src)}
+             "unicorn": lambda o: export_unicorn(records, index, captions, o, overwrite=overwrite, source=src),
+             "hf": lambda o: export_hf(records, index, o, captions, overwrite=overwrite, source=src)}
     return {f: write[f](Path(out) / f) for f in formats}
+
+# %% ../nbs/36_export.ipynb #edf04d28
+def export_formats(spec: str | Sequence[str]) -> tuple[str, ...]:
+    "The formats of `--format` (`llava,unicorn` or a list), in order, each once; an unknown one refused, naming it."
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = tuple(dict.fromkeys(f.strip() for f in items if f.strip()))
+    bad = [f for f in out if f not in HF_FORMATS]
+    if bad or not out:
+        raise ValueError(f"--format {spec!r}: unknown {bad or 'empty'}; choose from {', '.join(HF_FORMATS)}")
+    return out
+
+def _tokenizer(spec: str | None):
+    "The tokenizer `--tokenizer` names: None, `smollm2` (the packaged one) or a folder `AutoTokenizer` reads."
+    if spec is None: return None
+    if spec == "smollm2":
+        from unicorn.packaged import load_smollm2_tokenizer
+        return load_smollm2_tokenizer()
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(spec)
+
+def main(argv: Sequence[str] | None = None) -> dict[str, str]:
+    "`python -m unicorn.export RUN OUT --format llava,unicorn,hf`: export a run; prints format → folder (JSON)."
+    import argparse, sys
+    ap = argparse.ArgumentParser(prog="python -m unicorn.export", description="Export a run's Stage 2 records and "
+                                 "synthetic embeddings for LLaVA's, the Unicorn authors' or Hugging Face's loaders.")
+    ap.add_argument("run", help="the run folder (Stage 1, Stage 2 and the transfer done)")
+    ap.add_argument("out", help="where the exports go: OUT/<format>, each written whole or not at all")
+    ap.add_argument("--format", default="llava,unicorn", help="comma-separated: llava, unicorn, hf")
+    ap.add_argument("--method", default="unicorn_code", help="which synthetic embeddings (a transfer method)")
+    ap.add_argument("--text-store", default="text", help="whose text embeddings were transferred")
+    ap.add_argument("--overwrite", action="store_true", help="replace earlier exports in OUT")
+    ap.add_argument("--tokenizer", help="check the trainers' templates with this tokenizer first: a folder, or smollm2")
+    ap.add_argument("--strict-template", action="store_true", help="refuse a template that masks every label")
+    a = ap.parse_args(argv)
+    try: outs = export_run(a.run, a.out, a.method, a.text_store, export_formats(a.format), a.overwrite,
+                           _tokenizer(a.tokenizer), a.strict_template)
+    except (RecordError, ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+        ap.exit(1, f"python -m unicorn.export: error: {e}\n")
+    res = {k: str(v) for k, v in outs.items()}
+    print(json.dumps(res))
+    sys.stdout.flush()
+    return res
+
+if __name__ == "__main__" and "__file__" in globals(): main()   # `python -m unicorn.export`, not in a notebook

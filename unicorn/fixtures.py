@@ -51,7 +51,8 @@ def tiny_llama(vocab_size: int | None = None,  # vocabulary size (None: that of 
 def tiny_clip(embed_dim: int = 16, image_size: int = 32, seed: int = 0):
     "`(model, tokenizer, image_processor)`: a randomly initialised `CLIPModel` with a matching tokenizer and processor."
     from transformers import CLIPConfig, CLIPModel, CLIPImageProcessor
-    tok = tiny_tokenizer(); tok.padding_side = "right"
+    tok = tiny_tokenizer()
+    tok.padding_side = "right"
     cfg = CLIPConfig(
         text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=77, pad_token_id=tok.pad_token_id,

@@ -15,6 +15,7 @@ import numpy as np
 
 from .llm import LLMBackend, Sampling
 from .runs import JsonlShards, RunLayout, map_shards, atomic_write_json, atomic_write_bytes, clean_orphan_tmp
+from .scale import run_stage_shards
 from .captions import words, backend_for, text_problem, storable
 
 # %% auto #0
@@ -35,7 +36,8 @@ _CAPS = {"mini": {"question": 80, "option": 30, "open": 60, "reasoning": 120},
 PROMPT_STYLES = tuple(_CAPS)
 
 def _s(n: int | None) -> dict:
-    "A string of 1..n characters (n None: no cap) with no control, zero-width or bidi characters, quotes or backslashes (xgrammar honours the pattern)."
+    """A string of 1..n characters (n None: no cap) with no control, zero-width or bidi characters, quotes or
+    backslashes (xgrammar honours the pattern)."""
     return {"type": "string", "pattern": f"^[^{_NOT_IN_STRING}]{{1,{n}}}$" if n else f"^[^{_NOT_IN_STRING}]+$"}
 
 def _caps(style: str) -> dict:
@@ -63,7 +65,8 @@ def items_schema(task_type: str,      # 'mc', 'open' or 'reasoning'
                  max_items: int = 8,  # most QA pairs
                  style: str = "mini", # 'mini' (our string caps) or 'paper' (none)
                 ) -> dict:
-    "The JSON schema of the QA pairs `parse_reply` returns: an array of `min_items`..`max_items` items (our field names)."
+    """The JSON schema of the QA pairs `parse_reply` returns: an array of `min_items`..`max_items` items (our field
+    names)."""
     return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": _item_schema(task_type, style)}
 
 PAPER_KEYS = {"question": "Question", "options": "Options", "answer": "Answer"}   # our field names -> the paper's
@@ -114,35 +117,48 @@ REPLY_PREFIX = '[{"question": "'
 _EX_CAPTION = ("A green apple lies on a wooden kitchen table next to a white ceramic mug. The apple has a short brown "
                "stem and a single leaf. Sunlight from a window on the left casts a soft shadow to the right.")
 _EXAMPLES = {
-    "mc": [{"question": "What colour is the apple?", "options": {"A": "red", "B": "green", "C": "yellow", "D": "purple"}, "answer": "B"},
-           {"question": "What is next to the apple?", "options": {"A": "a knife", "B": "a plate", "C": "a white mug", "D": "a book"}, "answer": "C"},
-           {"question": "What is the table made of?", "options": {"A": "glass", "B": "metal", "C": "stone", "D": "wood"}, "answer": "D"},
-           {"question": "Where does the light come from?", "options": {"A": "a window on the left", "B": "a lamp above", "C": "a candle", "D": "a fire"}, "answer": "A"},
-           {"question": "What is on the apple's stem?", "options": {"A": "a flower", "B": "a single leaf", "C": "a bug", "D": "a label"}, "answer": "B"},
-           {"question": "Which way does the shadow fall?", "options": {"A": "to the left", "B": "upwards", "C": "to the right", "D": "nowhere"}, "answer": "C"}],
+    "mc": [{"question": "What colour is the apple?",
+            "options": {"A": "red", "B": "green", "C": "yellow", "D": "purple"}, "answer": "B"},
+           {"question": "What is next to the apple?",
+            "options": {"A": "a knife", "B": "a plate", "C": "a white mug", "D": "a book"}, "answer": "C"},
+           {"question": "What is the table made of?",
+            "options": {"A": "glass", "B": "metal", "C": "stone", "D": "wood"}, "answer": "D"},
+           {"question": "Where does the light come from?", "options": {"A": "a window on the left", "B": "a lamp above",
+                                                                       "C": "a candle", "D": "a fire"}, "answer": "A"},
+           {"question": "What is on the apple's stem?",
+            "options": {"A": "a flower", "B": "a single leaf", "C": "a bug", "D": "a label"}, "answer": "B"},
+           {"question": "Which way does the shadow fall?",
+            "options": {"A": "to the left", "B": "upwards", "C": "to the right", "D": "nowhere"}, "answer": "C"}],
     "open": [{"question": "What fruit is on the table?", "answer": "A green apple."},
              {"question": "What colour is the mug?", "answer": "White."},
              {"question": "What is the table made of?", "answer": "Wood."},
              {"question": "What is attached to the stem?", "answer": "A single leaf."},
              {"question": "Where is the window?", "answer": "On the left."},
              {"question": "Which side is the shadow on?", "answer": "The right side."}],
-    "reasoning": [{"question": "Is it likely daytime? Why?", "answer": "Yes. Sunlight comes through the window, so it is daytime."},
-                  {"question": "Why is the shadow on the right?", "answer": "The light comes from the left, so the shadow falls to the right."},
-                  {"question": "Could the apple be ripe? Explain.", "answer": "It is green with a fresh leaf, so it may be a ripe green variety or unripe."},
-                  {"question": "What room is this probably?", "answer": "A kitchen, because there is a kitchen table and a mug."},
-                  {"question": "Would the mug hide the apple from the left?", "answer": "No. The mug is next to the apple, not in front of it."},
+    "reasoning": [{"question": "Is it likely daytime? Why?",
+                   "answer": "Yes. Sunlight comes through the window, so it is daytime."},
+                  {"question": "Why is the shadow on the right?",
+                   "answer": "The light comes from the left, so the shadow falls to the right."},
+                  {"question": "Could the apple be ripe? Explain.",
+                   "answer": "It is green with a fresh leaf, so it may be a ripe green variety or unripe."},
+                  {"question": "What room is this probably?",
+                   "answer": "A kitchen, because there is a kitchen table and a mug."},
+                  {"question": "Would the mug hide the apple from the left?",
+                   "answer": "No. The mug is next to the apple, not in front of it."},
                   {"question": "What could someone be having?", "answer": "A snack with a drink: an apple and a mug."}],
 }
 _RULES = {
     "mc": "Write 6 multiple-choice questions about the caption. Each has four options A, B, C, D; exactly one is "
           "correct according to the caption, and 'answer' is its letter.",
-    "open": "Write 6 short questions about things stated in the caption, each with a short answer taken from the caption.",
+    "open": "Write 6 short questions about things stated in the caption, each with a short answer taken from the "
+            "caption.",
     "reasoning": "Write 6 questions that need reasoning about the scene in the caption (why, what if, what is likely), "
                  "each with an answer that explains the reasoning using facts from the caption.",
 }
 
 def qa_messages(caption: str, task_type: str, style: str = "mini") -> list[dict]:
-    "The chat asking for the QA pairs of `task_type` about `caption`: our rule + a worked example (mini), or the paper's prompt."
+    """The chat asking for the QA pairs of `task_type` about `caption`: our rule + a worked example (mini), or the
+    paper's prompt."""
     if _caps(style) and style == "paper":
         return [{"role": "user", "content": PAPER_QA_PROMPTS[task_type].replace("<caption>", caption)}]
     sys = (f"You create training questions for an image described by a caption. {_RULES[task_type]} "
@@ -157,27 +173,41 @@ def qa_messages(caption: str, task_type: str, style: str = "mini") -> list[dict]
 _PAPER_HEAD = "You MUST ONLY output valid JSON. Generate nothing but JSON! The JSON must have the structure:\n"
 _PAPER_JSON = {
     "mc": '{\n  "id": " ",\n  "QA Pairs": [\n    {\n      "Question": " ",\n      "Options": {\n        "A": " ",\n'
-          '        "B": " ",\n        "C": " ",\n        "D": " "\n      },\n      "Answer": " "\n    },\n    ...\n  ]\n}',
-    "qa": '{\n  "id": " ",\n  "QA Pairs": [\n    {\n      "Question": " ",\n      "Answer": " "\n    },\n    ...\n  ]\n}'}
+          '        "B": " ",\n        "C": " ",\n        "D": " "\n      },\n      "Answer": " "\n    },\n    ...\n  '
+          ']\n}',
+    "qa": '{\n  "id": " ",\n  "QA Pairs": [\n    {\n      "Question": " ",\n      "Answer": " "\n    },\n    ...\n  '
+          ']\n}'}
 _PAPER_TASK = {
-    "mc": "Please generate exactly 6 to 8 vision question-answer pairs related to the image caption. Each question should "
-          "have four options (A, B, C, D), with exactly one correct answer. The questions should be diverse in type and "
-          "complexity, ensuring a range of reasoning skills (e.g., \u201cwhen,\u201d \u201cwhy,\u201d \u201cwhat,\u201d "
-          "\u201chow,\u201d \u201cdoes/do,\u201d \u201cis/are,\u201d \u201cwhere,\u201d \u201cwho,\u201d \u201cwhich one,\u201d "
-          "etc.). Each question should require integrating and analyzing the overall information from the image caption, "
+    "mc": "Please generate exactly 6 to 8 vision question-answer pairs related to the image caption. Each question "
+          "should "
+          "have four options (A, B, C, D), with exactly one correct answer. The questions should be diverse in type "
+          "and "
+          "complexity, ensuring a range of reasoning skills (e.g., \u201cwhen,\u201d \u201cwhy,\u201d "
+          "\u201cwhat,\u201d "
+          "\u201chow,\u201d \u201cdoes/do,\u201d \u201cis/are,\u201d \u201cwhere,\u201d \u201cwho,\u201d \u201cwhich "
+          "one,\u201d "
+          "etc.). Each question should require integrating and analyzing the overall information from the image "
+          "caption, "
           "covering various aspects of the image caption content.",
-    "open": "Please generate exactly 6 to 8 vision question-answer pairs based on the image caption. Incorporate a variety "
+    "open": "Please generate exactly 6 to 8 vision question-answer pairs based on the image caption. Incorporate a "
+            "variety "
             "of question types\u2014such as \u201cwhat,\u201d \u201cwhy,\u201d \u201chow,\u201d \u201cdoes/do,\u201d "
             "\u201cis/are,\u201d \u201cwhere,\u201d \u201cwho,\u201d and \u201cwhich,\u201d\u2014to explore different "
-            "aspects and details of the image. Ensure responses incorporate diverse and authentic language, steering clear "
-            "of verbatim phrases from the image caption. Address diverse elements of the image by examining chronological "
+            "aspects and details of the image. Ensure responses incorporate diverse and authentic language, steering "
+            "clear "
+            "of verbatim phrases from the image caption. Address diverse elements of the image by examining "
+            "chronological "
             "sequences, spatial relationships, causal links, and inferential insights to showcase a comprehensive "
             "understanding.",
-    "reasoning": "Design a collection of intricate reasoning challenges based on the image caption. Each problem should "
+    "reasoning": "Design a collection of intricate reasoning challenges based on the image caption. Each problem "
+                 "should "
                  "present a unique scenario requiring thorough analysis, such as multi-step deductions, hypothetical "
-                 "reasoning, complex problem-solving, or cause-and-effect evaluations. Provide comprehensive, step-by-step "
-                 "solutions for each problem, clearly outlining the logical progression and inference methods used. Ensure "
-                 "the challenges vary in format and complexity, promoting deep understanding and stimulating intellectual "
+                 "reasoning, complex problem-solving, or cause-and-effect evaluations. Provide comprehensive, "
+                 "step-by-step "
+                 "solutions for each problem, clearly outlining the logical progression and inference methods used. "
+                 "Ensure "
+                 "the challenges vary in format and complexity, promoting deep understanding and stimulating "
+                 "intellectual "
                  "engagement."}
 PAPER_QA_PROMPTS = {t: _PAPER_HEAD + _PAPER_JSON["mc" if t == "mc" else "qa"] + "\n\n" + _PAPER_TASK[t]
                        + "\n\nThe image caption is as follows: <caption>" for t in TASK_TYPES}
@@ -199,7 +229,8 @@ def _no_constant(name: str):
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 def decode_reply(text, opener: str = "[") -> tuple[object, str | None]:
-    "`(value, None)`: the first JSON array (`opener='{'`: object) in `text`; else `(None, reason)` ('not-text', 'not-json', 'duplicate-keys')."
+    """`(value, None)`: the first JSON array (`opener='{'`: object) in `text`; else `(None, reason)` ('not-text',
+    'not-json', 'duplicate-keys')."""
     if not isinstance(text, str): return None, "not-text"
     i = text.find(opener)
     if i < 0: return None, "not-json"
@@ -210,8 +241,10 @@ def decode_reply(text, opener: str = "[") -> tuple[object, str | None]:
 _OURS = {v: k for k, v in PAPER_KEYS.items()}
 
 def from_paper(obj) -> tuple[list | None, str | None]:
-    "`(items, None)`: the QA pairs of a reply in the paper's form `{id, QA Pairs}`, under our field names; else `(None, reason)`."
-    if not isinstance(obj, dict) or not isinstance(obj.get("QA Pairs"), list): return None, "schema: required at [QA Pairs]"
+    """`(items, None)`: the QA pairs of a reply in the paper's form `{id, QA Pairs}`, under our field names; else
+    `(None, reason)`."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("QA Pairs"), list):
+        return None, "schema: required at [QA Pairs]"
     return [{_OURS[k]: v for k, v in it.items()} if isinstance(it, dict) and set(it) <= set(_OURS) else it
             for it in obj["QA Pairs"]], None
 
@@ -219,12 +252,14 @@ def _texts(it: dict, task_type: str) -> list[str]:
     return [it["question"], *(it["options"].values() if task_type == "mc" else [it["answer"]])]
 
 def items_problem(items: list[dict], task_type: str) -> str | None:
-    "The first content rule that schema-valid `items` break (a string that is not plain visible text, `<image>`, equal MC options), or None."
+    """The first content rule that schema-valid `items` break (a string that is not plain visible text, `<image>`, equal
+    MC options), or None."""
     for it in items:
         for t in _texts(it, task_type):
             if (why := text_problem(t)): return "empty-text" if why == "blank" else why
             if "<image>" in t: return "image-token"
-        if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4: return "duplicate-options"
+        if task_type == "mc" and len({o.strip().lower() for o in it["options"].values()}) < 4:
+            return "duplicate-options"
     return None
 
 def schema_problem(obj,                    # the QA pairs, under our field names (any JSON value)
@@ -245,7 +280,8 @@ def parse_reply(text: str,              # the LLM's reply
                 min_distinct: int = 3,  # fewer distinct questions: repeated-pairs
                 style: str = "mini",    # 'mini': a JSON array, our caps; 'paper': the paper's `{id, QA Pairs}`, no caps
                ) -> tuple[list | None, str | None]:
-    "`(items, None)` if `text` holds a valid reply of `task_type` (items under our field names), else `(None, reason)`; never raises."
+    """`(items, None)` if `text` holds a valid reply of `task_type` (items under our field names), else `(None,
+    reason)`; never raises."""
     try:
         obj, why = decode_reply(text, "{" if style == "paper" else "[")
         if not why and style == "paper": obj, why = from_paper(obj)
@@ -255,7 +291,9 @@ def parse_reply(text: str,              # the LLM's reply
         seen, uniq = set(), []
         for it in obj:                       # a repeated question is dropped; too few distinct ones reject the reply
             q = " ".join(it["question"].lower().split())
-            if q not in seen: seen.add(q); uniq.append(it)
+            if q not in seen:
+                seen.add(q)
+                uniq.append(it)
         if len(uniq) < min(min_distinct, min_items): return None, "repeated-pairs"
         return uniq, None
     except Exception as e: return None, f"unparseable: {type(e).__name__}"
@@ -268,7 +306,8 @@ def to_llava(caption_id: str, task_type: str, qa: list[dict]) -> dict:
     conv = []
     for k, it in enumerate(qa):
         if task_type == "mc":
-            q = it["question"].strip() + "\n" + "\n".join(f"{l}. {it['options'][l].strip()}" for l in "ABCD") + "\n" + MC_SUFFIX
+            q = it["question"].strip() + "\n" + "\n".join(f"{l}. {it['options'][l].strip()}"
+                                                          for l in "ABCD") + "\n" + MC_SUFFIX
             a = it["answer"]
         else:
             q, a = it["question"].strip(), it["answer"].strip()
@@ -276,7 +315,8 @@ def to_llava(caption_id: str, task_type: str, qa: list[dict]) -> dict:
     return {"id": f"{caption_id}-{task_type}", "image": caption_id, "task_type": task_type, "conversations": conv}
 
 def check_llava(records: list[dict]) -> None:
-    "Raise ValueError unless `records` is a valid LLaVA list (alternating turns, one `<image>` in the first human turn)."
+    """Raise ValueError unless `records` is a valid LLaVA list (alternating turns, one `<image>` in the first human
+    turn)."""
     for r in records:
         c = r.get("conversations") or []
         if not {"id", "image", "conversations"} <= set(r) or len(c) < 2 or len(c) % 2:
@@ -291,7 +331,8 @@ def qa_problem(caption_id: str,        # the caption the pairs are about
                qa,                     # the QA pairs, under our field names
                style: str = "mini",    # whose string caps apply: 'mini' (ours) or 'paper' (none)
               ) -> str | None:
-    "None if QA pairs `qa` are fit for training (schema, content rules, a LLaVA record training accepts), else the reason."
+    """None if QA pairs `qa` are fit for training (schema, content rules, a LLaVA record training accepts), else the
+    reason."""
     try:
         if not isinstance(qa, list) or not qa: return "invalid-record"
         if (why := schema_problem(qa, task_type, 1, len(qa), style) or items_problem(qa, task_type)): return why
@@ -315,7 +356,8 @@ def _ask(backend: LLMBackend,  # the LLM
     types = [c["task_type"] for c in batch]
     msgs = [qa_messages(c["caption"], t, style) for c, t in zip(batch, types)]
     schemas = [qa_schema(t, min_items, max_items, style) for t in types] if constrained else None
-    replies = list(backend.generate(msgs, s, json_schema=schemas, reply_prefix="" if constrained else REPLY_PREFIXES[style]))
+    replies = list(backend.generate(msgs, s, json_schema=schemas,
+                                    reply_prefix="" if constrained else REPLY_PREFIXES[style]))
     return replies + [None] * (len(batch) - len(replies))         # a missing reply is 'not-text'
 
 def _grade(r: dict,            # the caption's result so far (updated in place)
@@ -327,7 +369,8 @@ def _grade(r: dict,            # the caption's result so far (updated in place)
            style: str = "mini",  # 'mini' or 'paper' (see `parse_reply`)
           ) -> None:
     "Count one more attempt in `r` and keep `reply`; mark `r` 'ok' with its QA pairs, or append why the reply failed."
-    r["attempts"] += 1; r["reply"] = storable(reply)
+    r["attempts"] += 1
+    r["reply"] = storable(reply)
     items, err = parse_reply(reply, task_type, min_items, max_items, min_distinct, style)
     err = err or qa_problem(r["caption_id"], task_type, items, style)
     if err: r["errors"].append(err)
@@ -346,7 +389,8 @@ def generate_qa(captions: Sequence[dict],     # `{id, caption, task_type}` recor
                ) -> list[dict]:
     "One result per `{id, caption, task_type}`: status 'ok' (with `qa`) or 'rejected', attempts, errors, last reply."
     if max_retries > 0 and not retry_temperature > 0:
-        raise ValueError(f"retry_temperature={retry_temperature}: retries must sample (> 0), greedy would repeat the reply")
+        raise ValueError(f"retry_temperature={retry_temperature}: retries must sample (> 0), greedy would repeat the "
+                         "reply")
     res = [{"caption_id": c["id"], "task_type": c["task_type"], "status": None, "qa": None, "attempts": 0,
             "errors": [], "reply": None} for c in captions]
     todo = list(range(len(captions)))
@@ -375,7 +419,8 @@ class ScriptedBackend(LLMBackend):
                  reply_prefix="",   # the start of every reply (prefilled, and included in the reply)
                 ):
         "The next queued replies, one per prompt (the call and its sampling are recorded)."
-        self.calls.append((len(prompts), json_schema is not None)); self.samplings.append(sampling)
+        self.calls.append((len(prompts), json_schema is not None))
+        self.samplings.append(sampling)
         return [self.script.pop(0) if self.script or self.forever is None else self.forever for _ in prompts]
 
 # %% ../nbs/13_instructions.ipynb #4cfe0844
@@ -385,17 +430,20 @@ def assign_task_types(ids: Sequence[str], mix: dict[str, float], seed: int = 0) 
     if bad: raise ValueError(f"unknown task type(s) {bad}: choose from {list(TASK_TYPES)}")
     w = np.array([max(0.0, float(mix.get(t, 0))) for t in TASK_TYPES])
     if w.sum() <= 0: raise ValueError("the task mix must give some weight to at least one task type")
-    n = len(ids); raw = w / w.sum() * n; cnt = np.floor(raw).astype(int)
+    n = len(ids)
+    raw = w / w.sum() * n
+    cnt = np.floor(raw).astype(int)
     for j in np.argsort(-(raw - cnt), kind="stable")[: n - cnt.sum()]: cnt[j] += 1
     types = np.repeat(np.array(TASK_TYPES), cnt)
     np.random.default_rng(seed).shuffle(types)
     return dict(zip(ids, types.tolist()))
 
 # %% ../nbs/13_instructions.ipynb #e8a92eb9
-STOPWORDS = set("""a an the is are was were be been being of in on at to for with by from and or but not no yes it its this
-that these those there here as into onto over under above below next than then so such very can could would should may might
-will do does did has have had what which who whom whose where when why how i you he she they we them his her their our your
-one some any all each both more most other another about because if also just only image picture photo scene caption""".split())
+STOPWORDS = set("""a an the is are was were be been being of in on at to for with by from and or but not no yes it its
+this that these those there here as into onto over under above below next than then so such very can
+could would should may might will do does did has have had what which who whom whose where when why
+how i you he she they we them his her their our your one some any all each both more most other
+another about because if also just only image picture photo scene caption""".split())
 
 def content_words(text: str) -> set[str]:
     "Content words of `text`: lower-case, stop-words removed, a trailing plural 's' stripped."
@@ -419,7 +467,9 @@ def faithfulness(results: Sequence[dict], captions: dict[str, str], threshold: f
             ans = it["options"][it["answer"]] if t == "mc" else it["answer"]
             s = support(ans, cap)
             if s is None: continue
-            d["checked"] += 1; d["support_sum"] += s; d["supported"] += s >= threshold
+            d["checked"] += 1
+            d["support_sum"] += s
+            d["supported"] += s >= threshold
             if t == "mc":
                 sups = {k: (support(v, cap) or 0.0) for k, v in it["options"].items()}
                 d["letter_consistent"] += sups[it["answer"]] == max(sups.values()) and sups[it["answer"]] > 0
@@ -436,7 +486,7 @@ def faithfulness(results: Sequence[dict], captions: dict[str, str], threshold: f
 class InstructionsConfig:
     "Stage 2 settings."
     n_captions: int | None = 16          # Unicorn used 471K of its 1.2M captions for Stage 2; None = all
-    prompt_style: str = "mini"           # "mini": our one-shot prompts and length caps; "paper": Unicorn's App. C prompts, no caps
+    prompt_style: str = "mini"  # "mini": our one-shot prompts, length caps; "paper": Unicorn's App. C prompts, no caps
     mc_frac: float = 1.0                 # task mix weights (normalised)
     open_frac: float = 1.0
     reasoning_frac: float = 1.0
@@ -466,15 +516,18 @@ PAPER_TASK_MIX = {"mc": 171_000, "open": 199_000, "reasoning": 100_000}   # capt
 PRESETS = {
     "mini": InstructionsConfig(),
     # max_new_tokens is ours: room for 8 full-length step-by-step answers (the paper's examples: 300-500 characters)
-    "paper": InstructionsConfig(n_captions=471_000, backend="vllm", model="Qwen/Qwen2.5-72B-Instruct", prompt_style="paper",
+    "paper": InstructionsConfig(n_captions=471_000, backend="vllm", model="Qwen/Qwen2.5-72B-Instruct",
+                                prompt_style="paper",
                                 **{f"{t}_frac": n / sum(PAPER_TASK_MIX.values()) for t, n in PAPER_TASK_MIX.items()},
                                 tensor_parallel_size=4, shard_size=4096, min_pairs=6, max_pairs=8, max_new_tokens=4096,
                                 n_compare=256),
 }
 
 def recheck(r: dict, style: str = "mini") -> dict:
-    "A raw Stage-2 result, rejected (reason appended) if its QA pairs fail today's `qa_problem`: a resumed run's old shards."
-    if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"), style)): return r
+    """A raw Stage-2 result, rejected (reason appended) if its QA pairs fail today's `qa_problem`: a resumed run's old
+    shards."""
+    if r.get("status") != "ok" or not (why := qa_problem(r.get("caption_id"), r.get("task_type"), r.get("qa"), style)):
+        return r
     return {**r, "status": "rejected", "qa": None, "errors": [*r.get("errors", []), why]}
 
 def _qa_items(captions: list[dict], cfg: InstructionsConfig) -> list[dict]:
@@ -484,7 +537,8 @@ def _qa_items(captions: list[dict], cfg: InstructionsConfig) -> list[dict]:
     return [{"id": c["id"], "caption": c["caption"], "task_type": types[c["id"]]} for c in captions]
 
 def _write_qa(lay: RunLayout, res: list[dict]) -> tuple[list[dict], list[dict]]:
-    "Write the valid results of `res` to `lay.llava_json`, the others to `lay.instructions_rejected`; returns both lists."
+    """Write the valid results of `res` to `lay.llava_json`, the others to `lay.instructions_rejected`; returns both
+    lists."""
     ok = [r for r in res if r["status"] == "ok"]
     llava = [to_llava(r["caption_id"], r["task_type"], r["qa"]) for r in ok]
     check_llava(llava)
@@ -511,16 +565,18 @@ def run_instructions(captions: list[dict],   # caption records (`id`, `caption`)
                      cfg: InstructionsConfig,  # Stage 2 settings
                      root: Path | str,       # the run folder
                      progress: bool = True,  # show a progress bar
+                     engine: str = "local",  # "local" (in process) or "ray" (Ray Data, an actor pool over the backend)
+                     workers: int = 2,       # Ray actors when engine="ray"
                     ) -> dict:
     "Stage 2 over caption records into run folder `root`; returns the statistics."
     from unicorn.captions import sampling_for
     lay = RunLayout(root)
     items = _qa_items(captions, cfg)
     raw_store = JsonlShards(lay.instructions_raw)
-    shard_info = map_shards(items, lambda chunk: generate_qa(chunk, backend, sampling_for(cfg), cfg.max_retries,
+    shard_info = run_stage_shards(items, lambda chunk: generate_qa(chunk, backend, sampling_for(cfg), cfg.max_retries,
                                                              cfg.constrained, cfg.retry_temperature, cfg.min_pairs,
                                                              cfg.max_pairs, cfg.min_distinct, cfg.prompt_style),
-                            raw_store, cfg.shard_size, desc="stage 2 instructions", progress=progress)
+                                  raw_store, cfg.shard_size, "stage 2 instructions", progress, engine, workers)
     res = [recheck(r, cfg.prompt_style) for r in raw_store]
     ok, rejected = _write_qa(lay, res)
     stats = {"captions": len(res), "valid_first_try": sum(r["status"] == "ok" and r["attempts"] == 1 for r in res),

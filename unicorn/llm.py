@@ -29,9 +29,11 @@ class Sampling:
 def as_messages(prompt) -> list[dict]:
     "A chat conversation from a prompt: a string becomes one user turn; a list of messages is kept."
     if isinstance(prompt, str): return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+    if isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in prompt):
         return list(prompt)
-    raise TypeError(f"a prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
+    raise TypeError(f"a prompt must be a string or a list of {{'role', 'content'}} messages, got "
+                    f"{type(prompt).__name__}")
 
 def schemas_for(json_schema, n: int) -> list:
     "One schema (or None) per prompt: `json_schema` repeated `n` times, or the per-prompt list checked for length."
@@ -68,7 +70,8 @@ class JsonScanner:
             elif ch == '"' and self.depth: self.in_str = True
             elif ch in "[{": self.depth += 1
             elif ch in "]}" and self.depth:
-                self.depth -= 1; self.closed = self.depth == 0
+                self.depth -= 1
+                self.closed = self.depth == 0
         return self.closed
 
 def json_end(text: str) -> int | None:
@@ -81,13 +84,17 @@ def _growing_layer():
     from transformers.cache_utils import DynamicLayer
     class GrowingLayer(DynamicLayer):
         "A `DynamicLayer` that appends into a preallocated buffer (doubled when full) instead of `torch.cat` per step."
-        def __init__(self, capacity: int = 0): super().__init__(); self.capacity, self._k, self._n = capacity, None, 0
+        def __init__(self, capacity: int = 0):
+            super().__init__()
+            self.capacity, self._k, self._n = capacity, None, 0
         def update(self,
                    key_states,    # this step's keys, (batch, heads, new tokens, head dim)
                    value_states,  # this step's values, the same shape
                    *args,         # what transformers passes besides (unused)
                    **kwargs):     # what transformers passes besides, e.g. `cache_kwargs` (unused)
-            if not self.is_initialized: self.lazy_initialization(key_states, value_states); self._k, self._n = None, 0
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._k, self._n = None, 0
             n, m = self._n, key_states.shape[-2]
             if self._k is None or n + m > self._k.shape[-2]:
                 cap = max(self.capacity, 2 * (n + m))
@@ -101,10 +108,18 @@ def _growing_layer():
             return self.keys, self.values
         def _rebase(self):   # after an operation that replaced keys/values (crop, reorder): grow from them
             self._k, self._v, self._n = self.keys, self.values, self.keys.shape[-2]
-        def crop(self, tokens_to_remove): super().crop(tokens_to_remove); self._rebase()
-        def batch_select_indices(self, indices): super().batch_select_indices(indices); self._rebase()
-        def batch_repeat_interleave(self, repeats): super().batch_repeat_interleave(repeats); self._rebase()
-        def reorder_cache(self, beam_idx): super().reorder_cache(beam_idx); self._rebase()
+        def crop(self, tokens_to_remove):
+            super().crop(tokens_to_remove)
+            self._rebase()
+        def batch_select_indices(self, indices):
+            super().batch_select_indices(indices)
+            self._rebase()
+        def batch_repeat_interleave(self, repeats):
+            super().batch_repeat_interleave(repeats)
+            self._rebase()
+        def reorder_cache(self, beam_idx):
+            super().reorder_cache(beam_idx)
+            self._rebase()
     return GrowingLayer
 
 def growing_cache(capacity: int = 0):
@@ -139,17 +154,23 @@ class TransformersBackend(LLMBackend):
                  tokenizer,                    # its tokenizer (with a chat template)
                  batch_size: int = 16,         # prompts per `model.generate` call
                  num_threads: int | None = None,  # torch threads while generating (None: leave as is)
-                 fast: bool = True,            # growing KV cache + JSON replies stop at their end; False: plain `generate`
+                 fast: bool = True,         # growing KV cache + JSON replies stop at their end; False: plain `generate`
                 ):
-        self.model, self.tok, self.batch_size, self.num_threads, self.fast = model, tokenizer, batch_size, num_threads, fast
+        self.model, self.tok, self.batch_size, self.num_threads, self.fast = (model, tokenizer, batch_size, num_threads,
+                                                                              fast)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
         self._compiler, self._grammars = None, {}
         self.stats = {"calls": 0, "new_tokens": 0, "seconds": 0.0}
 
+    def __getstate__(self) -> dict:
+        "A copy for another process (a Ray actor) without xgrammar's compiler and grammars, which it rebuilds on use."
+        return {**self.__dict__, "_compiler": None, "_grammars": {}}
+
     def render(self, prompt, reply_prefix: str = "") -> str:
         "The prompt text the model sees: chat template + generation prompt (+ the start of the reply)."
-        return self.tok.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False) + reply_prefix
+        return self.tok.apply_chat_template(as_messages(prompt), add_generation_prompt=True,
+                                            tokenize=False) + reply_prefix
 
     def grammar(self, json_schema: dict):
         "The xgrammar grammar compiled for `json_schema` (cached per schema)."
@@ -209,11 +230,13 @@ class TransformersBackend(LLMBackend):
             for b in range(0, len(order), self.batch_size):
                 idx = order[b:b + self.batch_size]
                 if s.temperature > 0: torch.manual_seed(s.seed + b)
-                for i, r in zip(idx, self._generate_batch([texts[i] for i in idx], s, [schemas[i] for i in idx], reply_prefix)):
+                for i, r in zip(idx, self._generate_batch([texts[i] for i in idx], s, [schemas[i] for i in idx],
+                                                          reply_prefix)):
                     out[i] = reply_prefix + r
         finally:
             torch.set_num_threads(old)
-        self.stats["calls"] += 1; self.stats["seconds"] += time.time() - t0
+        self.stats["calls"] += 1
+        self.stats["seconds"] += time.time() - t0
         return out
 
 # %% ../nbs/11_llm.ipynb #55e6b4bd
@@ -224,12 +247,14 @@ def vllm_request(prompts: Sequence,                # each a string (one user tur
                 ) -> dict:
     "The plain-data request for vLLM: `messages` per prompt, `sampling` kwargs, `structured_outputs`, chat kwargs."
     s = sampling or Sampling()
-    msgs = [as_messages(p) + ([{"role": "assistant", "content": reply_prefix}] if reply_prefix else []) for p in prompts]
+    msgs = [as_messages(p) + ([{"role": "assistant", "content": reply_prefix}] if reply_prefix else [])
+            for p in prompts]
     sp = dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
               repetition_penalty=s.repetition_penalty, seed=s.seed)
     chat = dict(add_generation_prompt=not reply_prefix, continue_final_message=bool(reply_prefix))
     so = [{"json": x} if x else None for x in schemas_for(json_schema, len(msgs))]
-    return {"messages": msgs, "sampling": sp, "structured_outputs": so if isinstance(json_schema, (list, tuple)) else so[0] if so else None,
+    return {"messages": msgs, "sampling": sp,
+            "structured_outputs": so if isinstance(json_schema, (list, tuple)) else so[0] if so else None,
             "chat": chat}
 
 def vllm_engine_kwargs(model: str,                          # a Hugging Face model id or a local model folder
@@ -274,7 +299,8 @@ class VLLMBackend(LLMBackend):
         so = req["structured_outputs"]
         if isinstance(so, list):                   # one SamplingParams per prompt
             from vllm.sampling_params import StructuredOutputsParams
-            params = [SamplingParams(**req["sampling"], **({"structured_outputs": StructuredOutputsParams(**x)} if x else {}))
+            params = [SamplingParams(**req["sampling"],
+                                     **({"structured_outputs": StructuredOutputsParams(**x)} if x else {}))
                       for x in so]
         else:
             sp = dict(req["sampling"])
@@ -287,9 +313,11 @@ class VLLMBackend(LLMBackend):
 
 # %% ../nbs/11_llm.ipynb #841ca395
 class LLMRequestError(RuntimeError):
-    "Requests that failed after their retries: `failed` = {prompt index: why}; `replies` = the replies (None where failed)."
+    """Requests that failed after their retries: `failed` = {prompt index: why}; `replies` = the replies (None where
+    failed)."""
     def __init__(self, message: str, failed: dict | None = None, replies: list | None = None):
-        super().__init__(message); self.failed, self.replies = failed or {}, replies
+        super().__init__(message)
+        self.failed, self.replies = failed or {}, replies
 
 class BadReply(ValueError):
     "An HTTP 200 reply that is not a usable chat completion."
@@ -349,7 +377,8 @@ def openai_chat_body(model: str,                       # the model name the serv
     return body
 
 class OpenAIBackend(LLMBackend):
-    "Chat completions against an OpenAI-compatible server, with concurrency, one deadline per attempt and bounded retries."
+    """Chat completions against an OpenAI-compatible server, with concurrency, one deadline per attempt and bounded
+    retries."""
     name = "openai"
     def __init__(self,
                  model: str,                                  # the model name the server knows
@@ -358,7 +387,7 @@ class OpenAIBackend(LLMBackend):
                  concurrency: int = 8,                        # requests in flight at once
                  timeout: float = 60.0,                       # seconds for one attempt, connect to last byte
                  max_retries: int = 3,                        # attempts after the first, for retryable failures
-                 backoff: float = 0.5,                        # seconds before the first retry, doubled for each next one
+                 backoff: float = 0.5,                       # seconds before the first retry, doubled for each next one
                 ):
         self.model, self.base_url = model, base_url.rstrip("/")
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
@@ -386,7 +415,9 @@ class OpenAIBackend(LLMBackend):
         import httpx
         last = None
         for attempt in range(self.max_retries + 1):
-            with self._lock: self.stats["requests"] += 1; self.stats["retries"] += attempt > 0
+            with self._lock:
+                self.stats["requests"] += 1
+                self.stats["retries"] += attempt > 0
             deadline = time.monotonic() + self.timeout
             try: return _before(deadline, self._attempt, client, body, deadline)
             except (TimeoutError, httpx.TimeoutException): last = f"no complete reply within {self.timeout} s"
@@ -415,11 +446,14 @@ class OpenAIBackend(LLMBackend):
              ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             for i, f in enumerate([pool.submit(self._post, client, i, b) for i, b in enumerate(bodies)]):
                 try: replies.append(f.result())
-                except LLMRequestError as e: replies.append(None); failed[i] = str(e)
+                except LLMRequestError as e:
+                    replies.append(None)
+                    failed[i] = str(e)
         # servers return only the continuation of a prefilled reply; give callers the whole reply
         replies = [reply_prefix + r if r is not None and not r.startswith(reply_prefix) else r for r in replies]
         if failed:
-            raise LLMRequestError(f"{len(failed)} of {len(bodies)} prompts failed; " + "; ".join(list(failed.values())[:3]),
+            raise LLMRequestError(f"{len(failed)} of {len(bodies)} prompts "
+                                  "failed; " + "; ".join(list(failed.values())[:3]),
                                   failed, replies)
         return replies
 
@@ -436,16 +470,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         srv = self.server
         with srv.lock:
-            srv.n_requests += 1; n = srv.n_requests
+            srv.n_requests += 1
+            n = srv.n_requests
         if n > srv.max_requests:
-            self._send(429, {"error": {"message": "request budget of this test server spent"}}); return
-        if n <= srv.fail_first: self._misbehave(srv.fail_mode, n); return
+            self._send(429, {"error": {"message": "request budget of this test server spent"}})
+            return
+        if n <= srv.fail_first:
+            self._misbehave(srv.fail_mode, n)
+            return
         if not self.path.endswith("/chat/completions"):
-            self._send(404, {"error": {"message": f"no route {self.path}"}}); return
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
         try: body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        except json.JSONDecodeError: self._send(400, {"error": {"message": "body is not JSON"}}); return
+        except json.JSONDecodeError:
+            self._send(400, {"error": {"message": "body is not JSON"}})
+            return
         msgs = body.get("messages") or []
-        prefix = msgs[-1]["content"] if body.get("continue_final_message") and msgs and msgs[-1]["role"] == "assistant" else ""
+        prefix = (msgs[-1]["content"] if body.get("continue_final_message") and msgs and msgs[-1]["role"] == "assistant"
+                  else "")
         if prefix: msgs = msgs[:-1]
         rf = body.get("response_format") or {}
         schema = rf.get("json_schema", {}).get("schema") if rf.get("type") == "json_schema" else None
@@ -458,16 +500,24 @@ class _Handler(BaseHTTPRequestHandler):
         "Answer request `n` in one of the broken ways a real server (or a proxy in front of it) can answer."
         if mode == "503": self._send(503, {"error": {"message": "warming up"}})
         elif mode == "bad-body": self._send(200, b"<html><body>502 Bad Gateway</body></html>")
-        elif mode == "empty-choices": self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "choices": []})
+        elif mode == "empty-choices":
+            self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "choices": []})
         elif mode == "error-object": self._send(200, {"error": {"message": "model overloaded", "type": "server_error"}})
         else: self._send(200, _completion(n, "slow", "a reply that arrives one byte at a time"), drip=self.server.drip)
     def _send(self, code: int, obj, drip: float = 0.0):
         data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-        self.send_response(code); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data))); self.end_headers()
-        if not drip: self.wfile.write(data); return
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not drip:
+            self.wfile.write(data)
+            return
         try:
-            for k in range(len(data)): self.wfile.write(data[k:k + 1]); self.wfile.flush(); time.sleep(drip)
+            for k in range(len(data)):
+                self.wfile.write(data[k:k + 1])
+                self.wfile.flush()
+                time.sleep(drip)
         except (BrokenPipeError, ConnectionResetError): pass          # the client gave up: fine
 
 class LocalOpenAIServer:
@@ -491,8 +541,13 @@ class LocalOpenAIServer:
     def base_url(self) -> str: return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
     @property
     def n_requests(self) -> int: return self.httpd.n_requests
-    def __enter__(self): self.thread.start(); return self
-    def __exit__(self, *exc): self.httpd.shutdown(); self.httpd.server_close(); self.thread.join(5)
+    def __enter__(self):
+        self.thread.start()
+        return self
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
 
 def serve_openai(backend: LLMBackend, **kw) -> LocalOpenAIServer:
     "A `LocalOpenAIServer` for `backend` (use as `with serve_openai(be) as srv: ... srv.base_url`)."

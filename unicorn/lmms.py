@@ -4,11 +4,14 @@
 
 # %% ../nbs/35_lmms.ipynb #5998be35
 from __future__ import annotations
-import importlib, json
+import functools, importlib, json, os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
+from loguru import logger as eval_logger
 from lmms_eval.api.instance import GenerationResult
 from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
@@ -19,7 +22,8 @@ from .vlm import UnicornVLM, load_vlm
 from .vlm_data import IMAGE_TOKEN
 
 # %% auto #0
-__all__ = ['MODEL_NAME', 'lmms_manifest', 'load_image_encoder', 'load_center_mean', 'LossPair', 'UnicornLMM', 'write_local_task']
+__all__ = ['MODEL_NAME', 'lmms_manifest', 'minicl_encoder', 'load_image_encoder', 'load_center_mean', 'as_rgb_image',
+           'pick_device', 'OnDevice', 'as_flag', 'LossPair', 'gen_length', 'UnicornLMM', 'write_local_task']
 
 # %% ../nbs/35_lmms.ipynb #f139617e
 MODEL_NAME = "unicorn_vlm"
@@ -30,16 +34,31 @@ def lmms_manifest():
     return ModelManifest(model_id=MODEL_NAME, simple_class_path="unicorn.lmms.UnicornLMM")
 
 # %% ../nbs/35_lmms.ipynb #86492e5f
-def load_image_encoder(spec=None):
-    "An image encoder (visuals -> embeddings [n, d]): `spec` itself if callable, None, or the function `\"module:function\"`."
-    if spec is None or callable(spec): return spec
-    mod, _, fn = str(spec).partition(":")
-    if not fn: raise ValueError(f"image_encoder must be 'module:function', got {spec!r}")
-    return getattr(importlib.import_module(mod), fn)
+@functools.lru_cache(maxsize=4)
+def _minicl(folder: str, device: str):
+    "The minicl encoder of `folder`, loaded once per process."
+    from unicorn.encoders import load_minicl
+    return load_minicl(folder, device)
+
+def minicl_encoder(visuals, folder=None, device: str = "cpu") -> np.ndarray:
+    "Image embeddings [n, d] by the minicl saved in `folder` (or `$UNICORN_MINICL`)."
+    folder = folder or os.environ.get("UNICORN_MINICL")
+    if not folder:
+        raise ValueError("minicl_encoder needs minicl's folder: encoder_folder=<run>/minicl or $UNICORN_MINICL")
+    return _minicl(str(Path(folder).resolve()), str(device)).encode_image(list(visuals), progress=False)
+
+def load_image_encoder(spec=None, folder=None):
+    "An image encoder (visuals -> [n, d]): `spec` if callable, None, or `\"module:function\"` (given `folder=`)."
+    if spec is not None and not callable(spec):
+        mod, _, fn = str(spec).partition(":")
+        if not fn: raise ValueError(f"image_encoder must be 'module:function', got {spec!r}")
+        spec = getattr(importlib.import_module(mod), fn)
+    if folder is None or spec is None: return spec
+    return functools.partial(spec, folder=str(folder))
 
 def load_center_mean(center_mean=None,           # E[V] [d] itself, or "file.safetensors:key" (None: from `centring`)
-                     centring: str | None = None, # a key of `unicorn.transfer.CENTRINGS` (None and no `center_mean`: raw)
-                     stats=None                   # the statistics file holding that centring's mean (`emb/stats.safetensors`)
+                     centring: str | None = None, # a key of `transfer.CENTRINGS` (None and no `center_mean`: raw)
+                     stats=None             # the statistics file holding that centring's mean (`emb/stats.safetensors`)
                     ) -> np.ndarray | None:
     "The mean E[V] the adapter subtracts from every image embedding (None: images stay raw)."
     if isinstance(center_mean, (str, Path)):
@@ -50,6 +69,76 @@ def load_center_mean(center_mean=None,           # E[V] [d] itself, or "file.saf
     mu = centring_mean(centring, load_stats(stats) if stats else None)
     if mu is None: raise ValueError(f"centring {centring!r} needs stats= (a request alone has no test-set mean)")
     return mu
+
+# %% ../nbs/35_lmms.ipynb #894b35a1
+def _pil_array(img) -> np.ndarray:
+    "A PIL image as an array: RGBA if it carries transparency, else RGB."
+    alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    return np.asarray(img.convert("RGBA" if alpha else "RGB"))
+
+def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
+    "`a` as uint8 0..255: floats must lie in [0, 1] (scaled by 255), integers in 0..255, booleans are 0/255."
+    if a.dtype == bool: return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all(): raise ValueError(f"{where}: the float image holds NaN or Inf")
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{where}: a float image must lie in [0, 1], got [{a.min():g}, {a.max():g}]")
+        return np.rint(a * 255).astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.integer): raise ValueError(f"{where}: image dtype {a.dtype} is not a number")
+    if a.min() < 0 or a.max() > 255: raise ValueError(f"{where}: integer image values must lie in 0..255")
+    return a.astype(np.uint8)
+
+def as_rgb_image(x, where: str = "image"):
+    "A uint8 RGB array [h, w, 3] of an array or PIL image (grey, RGB, RGBA over white); other visuals as given."
+    if hasattr(x, "convert") and hasattr(x, "mode"): x = _pil_array(x)
+    if not isinstance(x, np.ndarray): return x                           # a path or a key: the encoder reads it
+    if x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{where}: image shape {x.shape} is not [h, w] or [h, w, 1|3|4]")
+    if 0 in x.shape[:2]: raise ValueError(f"{where}: the image is empty ({x.shape[0]}×{x.shape[1]})")
+    a = _to_uint8(x, where)
+    if a.ndim == 2: a = a[..., None]
+    if a.shape[2] == 1: return np.repeat(a, 3, axis=2)
+    if a.shape[2] == 3: return a
+    alpha = a[..., 3:].astype(np.float64) / 255                          # RGBA: composite over white
+    return np.rint(a[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+
+# %% ../nbs/35_lmms.ipynb #42ce1db9
+def pick_device(device=None) -> torch.device:
+    "lmms-eval's `--device` as a torch device (None: CUDA if there is one, else the CPU); refused if unusable."
+    if device is None: return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try: d = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unicorn_vlm: device={device!r} is not a torch device") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"unicorn_vlm: device={device!r} asked for, but torch sees no CUDA device (use --device cpu)")
+    return d
+
+class OnDevice:
+    "`vlm` moved to `device`: tensors going in are moved there, logits and generated ids come back on the CPU."
+    def __init__(self, vlm, device):
+        "Move `vlm` to `device` (a torch device)."
+        self.vlm, self.device = vlm.to(device), torch.device(device)
+    def _moved(self, kw: dict) -> dict:
+        "`kw` with every tensor on the device."
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in kw.items()}
+    def __call__(self, input_ids, **kw):
+        "The VLM's forward pass; `logits` on the CPU."
+        out = self.vlm(input_ids.to(self.device), **self._moved(kw))
+        return type(out)(logits=out.logits.cpu())
+    def generate(self, input_ids, **kw):
+        "The VLM's `generate`; the new ids on the CPU."
+        return self.vlm.generate(input_ids.to(self.device), **self._moved(kw)).cpu()
+    def __getattr__(self, name):
+        "Everything else (`cfg`, ...) from the VLM."
+        return getattr(self.vlm, name)
+
+def as_flag(value, name: str) -> bool:
+    "A yes/no model argument: a bool, or the strings true/false/yes/no/1/0; anything else refused, naming `name`."
+    if isinstance(value, (bool, np.bool_)): return bool(value)
+    s = str(value).strip().lower()
+    if s in ("true", "yes", "1"): return True
+    if s in ("false", "no", "0"): return False
+    raise ValueError(f"unicorn_vlm: {name}={value!r} is not true or false")
 
 # %% ../nbs/35_lmms.ipynb #492f3255
 class LossPair(tuple, GenerationResult):
@@ -62,6 +151,14 @@ class LossPair(tuple, GenerationResult):
         "Its `GenerationResult` side: `text` is the plain pair, no token counts."
         GenerationResult.__init__(self, (float(loss), bool(is_greedy)), None)
 
+# %% ../nbs/35_lmms.ipynb #630d831e
+def gen_length(gen_kwargs: dict, default: int) -> int:
+    "The task's generation length (`max_new_tokens`, or lm-eval's `max_gen_toks`), else `default`; refused if < 1."
+    n = gen_kwargs.get("max_new_tokens", gen_kwargs.get("max_gen_toks", default))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"unicorn_vlm: the task's max_new_tokens={n!r} is not a positive integer")
+    return int(n)
+
 # %% ../nbs/35_lmms.ipynb #2babe922
 @register_model(MODEL_NAME)
 class UnicornLMM(lmms):
@@ -70,39 +167,68 @@ class UnicornLMM(lmms):
                  pretrained: str | None = None,  # a checkpoint folder (`vlm/<name>/`), used when `vlm` is None
                  vlm: UnicornVLM | None = None,  # the VLM itself (with `tok`) instead of a checkpoint
                  tok=None,                       # `vlm`'s tokenizer
-                 image_encoder=None,             # visuals -> embeddings [n, d], or "module:function" (None: text only)
+                 image_encoder=None,             # visuals -> embeddings [n, d], or "module:function" (needed, or blind)
+                 encoder_folder=None,            # given to the encoder function as `folder=` (minicl's weights)
+                 blind=False,                    # True: answer every request without its image (text-only baseline)
                  center_mean=None,               # E[V] itself, or "file.safetensors:key" (None: from `centring`)
                  centring: str | None = None,    # "paper" (test images' mean) or "c3" (training images'), from `stats`
                  stats: str | None = None,       # the run's statistics file (`emb/stats.safetensors`)
                  batch_size: int = 1,            # requests per batch, as lmms-eval reports it
-                 max_new_tokens: int = 32,       # generation length when a request does not set one
-                 **kw):                          # other lmms-eval model arguments (device, max_batch_size: ignored)
-        "Load the checkpoint (or take `vlm`, `tok`), the encoder and the centring mean."
+                 max_new_tokens: int = 32,       # generation length when the task's generation settings set none
+                 device=None,                    # lmms-eval's --device (None: CUDA if there is one, else the CPU)
+                 **kw):                          # other lmms-eval model arguments (max_batch_size, ...: ignored)
+        "Load the checkpoint (or take `vlm`, `tok`), the encoder and the centring mean; refuse a silent blind run."
         super().__init__()
+        self.blind, self.encoder = as_flag(blind, "blind"), load_image_encoder(image_encoder, encoder_folder)
+        if self.encoder is None and not self.blind:
+            raise ValueError("unicorn_vlm: no image_encoder (e.g. image_encoder=unicorn.lmms:minicl_encoder,"
+                             "encoder_folder=<run>/minicl); pass blind=True to answer without images")
+        if self.encoder is not None and self.blind:
+            raise ValueError("unicorn_vlm: blind=True and an image_encoder given")
         if vlm is None: vlm, tok = self._load(pretrained)
-        self.vlm, self.tok, self.encoder = vlm.eval(), tok, load_image_encoder(image_encoder)
+        self._device = pick_device(device)
+        self.vlm, self.tok = vlm.eval(), tok
+        self.model = OnDevice(self.vlm, self._device)
         self.center_mean = load_center_mean(center_mean, centring, stats)
         self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
-    @staticmethod
-    def _load(pretrained):
+        self.counts = Counter()
+    def _load(self, pretrained):
         "`(vlm, tok)` of checkpoint folder `pretrained`."
         from transformers import AutoTokenizer
         if pretrained is None: raise ValueError("unicorn_vlm needs pretrained=<checkpoint folder> or vlm=")
         return load_vlm(pretrained), AutoTokenizer.from_pretrained(Path(pretrained) / "tokenizer")
-    def _embed(self, visuals) -> np.ndarray | None:
-        "One embedding [1, d] for a request's visuals (centred if a mean is set), or None for a text-only request."
+    @property
+    def device(self) -> torch.device:
+        "The device the VLM runs on (lmms-eval's `--device`)."
+        return self._device
+    def _embed(self, visuals, where: str) -> np.ndarray | None:
+        "A request's image embedding [1, d] (centred if a mean is set), or None: no image or a blind run (counted)."
         visuals = [v for v in (visuals or []) if v is not None]
-        if not visuals or self.encoder is None: return None
-        v = np.asarray(self.encoder(visuals[:1]), np.float32).reshape(1, -1)
+        self.counts["requests"] += 1
+        if len(visuals) > 1:
+            raise ValueError(f"{where}: {len(visuals)} images, but unicorn_vlm reads one image per request")
+        if not visuals: self.counts["without_image"] += 1
+        if self.blind and visuals: self.counts["image_not_read"] += 1
+        if not visuals or self.blind: return None
+        v = np.asarray(self.encoder([as_rgb_image(visuals[0], where)]), np.float32).reshape(1, -1)
         return v if self.center_mean is None else center_images(v, mean=self.center_mean)
+    def report(self) -> dict:
+        "Requests seen, those without an image, and those whose image was not read (blind); logged if any."
+        out = {k: int(self.counts[k]) for k in ("requests", "without_image", "image_not_read")}
+        if out["without_image"] or out["image_not_read"]:
+            eval_logger.warning(f"unicorn_vlm: of {out['requests']} requests, {out['without_image']} had no image and "
+                                f"{out['image_not_read']} images were not read (blind={self.blind})")
+        return out
     def _prompt(self, context: str, emb) -> list[int]:
         "Prompt ids of `context`, with `<image>` where the checkpoint's prompts put it when there is an image."
         if emb is None: return prompt_ids(self.tok, context, 1)
         after = self.vlm.cfg.image_position == "after_text"
-        return prompt_ids(self.tok, f"{context}\n{IMAGE_TOKEN}" if after else f"{IMAGE_TOKEN}\n{context}", self.vlm.cfg.k)
+        text = f"{context}\n{IMAGE_TOKEN}" if after else f"{IMAGE_TOKEN}\n{context}"
+        return prompt_ids(self.tok, text, self.vlm.cfg.k)
     def _visual(self, doc_to_visual, doc_id, task, split) -> np.ndarray | None:
         "The request's image embedding, from its document in `self.task_dict` (set by lmms-eval's evaluator)."
-        return self._embed(doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual else None)
+        where = f"task {task!r} split {split!r} document {doc_id}"
+        return self._embed(doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual else None, where)
     def loglikelihood(self, requests) -> list[LossPair]:
         "`(−log p(target | context, image), is_greedy)` per `loglikelihood` request: lmms-eval's loss convention."
         out = []
@@ -110,22 +236,25 @@ class UnicornLMM(lmms):
             context, target, doc_to_visual, doc_id, task, split = r.args
             cont = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
             emb = self._visual(doc_to_visual, doc_id, task, split)
-            lp, g = score_continuations(self.vlm, [self._prompt(context, emb)], [self.tok(cont, add_special_tokens=False).input_ids],
-                                        emb, self.tok.pad_token_id)
+            lp, g = score_continuations(self.model, [self._prompt(context, emb)],
+                                        [self.tok(cont, add_special_tokens=False).input_ids], emb,
+                                        self.tok.pad_token_id)
             out.append(LossPair(-float(lp[0]), bool(g[0])))
+        self.report()
         return out
     def generate_until(self, requests) -> list[str]:
-        "Greedy answers to `generate_until` requests, cut at the first of their `until` strings."
+        "Greedy answers to `generate_until` requests, as long as the task's generation settings allow, cut at `until`."
         out = []
         for r in requests:
             context, gen_kwargs, doc_to_visual, doc_id, task, split = r.args
             emb = self._visual(doc_to_visual, doc_id, task, split)
-            n = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
-            text = generate_answers(self.vlm, self.tok, [self._prompt(context, emb)], emb, n)[0]
+            n = gen_length(gen_kwargs, self.max_new_tokens)
+            text = generate_answers(self.model, self.tok, [self._prompt(context, emb)], emb, n)[0]
             until = gen_kwargs.get("until") or []
             for u in ([until] if isinstance(until, str) else until):
                 if u: text = text.split(u)[0]
             out.append(text)
+        self.report()
         return out
     def generate_until_multi_round(self, requests):
         "Not supported: `unicorn_vlm` answers single-round requests only."
@@ -137,16 +266,26 @@ def write_local_task(folder,                 # where `<name>.yaml` and `<name>.j
                      records: list[dict],    # the documents (JSON-serialisable; `question`, `answer`, `image`, ...)
                      output_type: str,       # "generate_until" or "multiple_choice"
                      metrics=None,           # lmms-eval metric names (None: exact_match or acc + acc_norm)
+                     max_new_tokens: int = 32,  # generation length written into the task (generate_until)
+                     until=("\n",),          # strings that end a generated answer (generate_until)
                     ) -> Path:
     "Write an lmms-eval task over local JSON `records` (visual: the `image` field; choices: the `choices` field)."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.json"; data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    if output_type not in ("generate_until", "multiple_choice"):
+        raise ValueError(f"output_type must be 'generate_until' or 'multiple_choice', got {output_type!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.json"
+    data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     mc = output_type == "multiple_choice"
     metrics = metrics or (["acc", "acc_norm"] if mc else ["exact_match"])
     cfg = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
            "test_split": "test", "output_type": output_type, "doc_to_visual": "image", "doc_to_text": "{{question}}",
-           "doc_to_target": "answer", "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics]}
+           "doc_to_target": "answer",
+           "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics]}
     if mc: cfg |= {"doc_to_choice": "choices", "target_delimiter": " "}
-    else: cfg["generation_kwargs"] = {"until": ["\n"], "max_new_tokens": 4}
-    out = folder / f"{name}.yaml"; out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    else:
+        n = gen_length({"max_new_tokens": max_new_tokens}, 1)
+        cfg["generation_kwargs"] = {"until": list(until), "max_new_tokens": n}
+    out = folder / f"{name}.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out

@@ -52,7 +52,8 @@ def load_smollm2_tokenizer():
     return tok
 
 def smollm2_cache_dir(dtype: str) -> Path:
-    "Where the de-quantised SmolLM2 is kept as safetensors (`$UNICORN_CACHE`, default `~/.cache/unicorn`), keyed by the GGUF's size and dtype."
+    """Where the de-quantised SmolLM2 is kept as safetensors (`$UNICORN_CACHE`, default `~/.cache/unicorn`), keyed by
+    the GGUF's size and dtype."""
     root = Path(os.environ.get("UNICORN_CACHE", Path.home() / ".cache" / "unicorn")).expanduser()
     return root / f"smollm2-{smollm2_path().stat().st_size}-{dtype}"
 
@@ -75,11 +76,14 @@ def load_smollm2(dtype: str = "float32"):
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=cache.name + ".", dir=cache.parent))
         plain = copy.deepcopy(model)                 # the de-quantised weights are plain tensors: save them as such
-        plain.hf_quantizer = None; plain.is_quantized = False
+        plain.hf_quantizer = None
+        plain.is_quantized = False
         if hasattr(plain.config, "quantization_config"): del plain.config.quantization_config
-        plain.save_pretrained(tmp); tok.save_pretrained(tmp)
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
         os.replace(tmp, cache)
-    except Exception as e:                           # read-only home, a concurrent writer won, ...: GGUF again next time
+    # read-only home, a concurrent writer won, ...: GGUF again next time
+    except Exception as e:
         if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
         print(f"[unicorn] could not cache SmolLM2 in {cache}: {e}")
     return model, tok

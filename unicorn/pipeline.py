@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import check_profile
+from .machine import choose_dtype, machine_info, machine_line
 from .runs import RunFolder, resolve_root
 
 # %% auto #0
-__all__ = ['STEPS', 'SCALES', 'KEPT_MIME', 'Step', 'repo_root', 'select_steps', 'step_params', 'eta_s', 'timing_summary',
-           'run_pipeline', 'save_figure', 'assigned_names', 'check_parameters', 'kept_outputs', 'carry_outputs',
-           'readme_to_index', 'index_text', 'main']
+__all__ = ['STEPS', 'SCALES', 'INLINE_BACKEND', 'KEPT_MIME', 'Step', 'repo_root', 'select_steps', 'step_params', 'speed_factor',
+           'eta_s', 'timing_summary', 'record_machine', 'pipeline_params', 'run_pipeline', 'export_step', 'eta_line',
+           'save_figure', 'assigned_names', 'check_parameters', 'kept_outputs', 'carry_outputs', 'readme_to_index',
+           'index_text', 'main']
 
 # %% ../nbs/04_pipeline.ipynb #38e1fb85
 @dataclass(frozen=True)
@@ -27,21 +29,24 @@ class Step:
     full: dict = field(default_factory=dict)
     est_s: float = 60.0
 
-_VLM_SMOKE = {"pretrain_steps": 2, "sft_steps": 3, "batch_size": 4}   # 32, 33, 52, 53 and 54 share these so checkpoints are reused
+# 32, 33, 52, 53 and 54 share these so checkpoints are reused
+_VLM_SMOKE = {"pretrain_steps": 2, "sft_steps": 3, "batch_size": 4}
 _FULL_CONDITIONS = ["none", "unicorn_code", "oracle", "c3", "real", "blind"]
 
 STEPS: list[Step] = [
     # Unicorn Stages 1-2: text (the demo shows them on a few examples)
     Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 96}, est_s=15),
     Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
-    Step("13_instructions.ipynb", {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
+    Step("13_instructions.ipynb",
+         {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
          demo={"n_captions": 2, "n_compare": 0}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
     # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
     Step("22_gap.ipynb", est_s=40),
     # The headline (52: text-only vs no transfer vs real images vs blind) and when the shift matters (54)
-    Step("52_study_shift_ablation.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
+    Step("52_study_shift_ablation.ipynb",
+         {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
          full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
     Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None,
          full={"methods": ["none", "unicorn_code"]}, est_s=1500),
@@ -56,7 +61,8 @@ STEPS: list[Step] = [
     Step("32_train.ipynb", _VLM_SMOKE, demo=None, est_s=200),
     Step("33_eval.ipynb", {**_VLM_SMOKE, "n_per_type": 6}, demo=None, est_s=120),
     Step("53_study_sparse_dense.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "k_sft_steps": 2,
-         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, full={"n_seeds": 5, "k_n_per_type": 20}, est_s=900),
+         "k_batch_size": 2, "k_n_per_type": 3, "ks": [1, 8]}, demo=None, full={"n_seeds": 5, "k_n_per_type": 20},
+         est_s=900),
 ]
 SCALES = ("demo", "full", "smoke")
 
@@ -83,21 +89,33 @@ def step_params(step: Step, scale: str) -> dict:
     return {"demo": step.demo or {}, "full": step.full, "smoke": step.smoke}[scale]
 
 # %% ../nbs/04_pipeline.ipynb #6c635d46
-def eta_s(steps: list[Step], run: RunFolder) -> float:
-    "Estimated seconds for `steps`: each one's last measured wall time in `run`, else its `est_s`."
-    st = run.manifest().get("stages", {})
-    return sum(st.get(f"notebook:{s.notebook}", {}).get("wall_s") or s.est_s for s in steps)
+def speed_factor(done: list[tuple[float, float]], min_est_s: float = 30.0) -> float:
+    """How much slower this machine runs than the `est_s` table: measured / estimated seconds over the steps this run
+    has finished (`done`: `(est_s, wall_s)` pairs), counting only steps estimated at `min_est_s` or more; 1.0 before."""
+    big = [(e, w) for e, w in done if e >= min_est_s]
+    return sum(w for _, w in big) / sum(e for e, _ in big) if big else 1.0
+
+def eta_s(steps: list[Step], factor: float = 1.0) -> float:
+    """Estimated seconds for `steps` on this machine: their `est_s` (the reference machine's) times the measured
+    `factor`."""
+    return factor * sum(s.est_s for s in steps)
 
 def timing_summary(run: RunFolder, steps: list[Step]) -> str:
-    "A table of each step's status and wall time in `run`, and the total."
+    "A table of each step's status and wall time in `run`, the total, and the machine it was measured on."
     st = run.manifest().get("stages", {})
-    rows = [(s.notebook, st.get(f"notebook:{s.notebook}", {}).get("status", "-"), st.get(f"notebook:{s.notebook}", {}).get("wall_s") or 0.0)
+    rows = [(s.notebook, st.get(f"notebook:{s.notebook}", {}).get("status", "-"),
+             st.get(f"notebook:{s.notebook}", {}).get("wall_s") or 0.0)
             for s in steps]
     w = max(len(r[0]) for r in rows)
     lines = [f"{n:<{w}}  {status:>7}  {t:7.1f} s" for n, status, t in rows]
-    return "\n".join(lines + [f"{'total':<{w}}  {'':>7}  {sum(r[2] for r in rows):7.1f} s  ({sum(r[2] for r in rows) / 60:.1f} min)"])
+    total = sum(r[2] for r in rows)
+    machine = st.get("machine", {})
+    where = [f"machine: {machine_line(machine)}"] if machine.get("model") else []
+    return "\n".join(lines + [f"{'total':<{w}}  {'':>7}  {total:7.1f} s  ({total / 60:.1f} min)"] + where)
 
 # %% ../nbs/04_pipeline.ipynb #8fd399c0
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"   # papermill's kernels keep their figures as outputs
+
 def _execute_step(run: RunFolder,   # the run folder whose manifest records the step as `notebook:<name>`
                   step: Step,       # the notebook to execute
                   params: dict,     # its papermill parameters
@@ -105,7 +123,7 @@ def _execute_step(run: RunFolder,   # the run folder whose manifest records the 
                   out_dir: Path,    # where the executed copy is written
                   kernel: str,      # the Jupyter kernel
                   log_output: bool, # echo the notebook's outputs while it runs
-                 ) -> None:
+                 ) -> float:
     "Run `step`'s notebook with papermill, its manifest stage marked running, then done or failed (re-raised)."
     import papermill as pm
     t0 = time.time()
@@ -119,39 +137,85 @@ def _execute_step(run: RunFolder,   # the run folder whose manifest records the 
                          error=str(e)[-2000:])
         raise
     run.update_stage(f"notebook:{step.notebook}", status="done", wall_s=round(time.time() - t0, 1))
+    return time.time() - t0
 
+def record_machine(run: RunFolder) -> dict:
+    "Decide the LM's dtype for this machine (`choose_dtype`), record it with the machine in `run`'s manifest, print it."
+    import torch
+    info = machine_info(choose_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu"))
+    run.update_stage("machine", **info)
+    print(f"[pipeline] machine: {machine_line(info)}", flush=True)
+    return info
+
+def pipeline_params(step: Step,       # the pipeline step
+                    scale: str,       # 'demo', 'full' or 'smoke'
+                    profile: str,     # the profile every notebook runs under
+                    run: RunFolder    # the run folder (its `figures/` takes the figures below `full`)
+                   ) -> dict:
+    "Step `step`'s papermill parameters at `scale`; only `full` (`make reproduce`) writes the repo's `figures/`."
+    params = {"profile": profile, "run_dir": str(run.root), **step_params(step, scale)}
+    if scale != "full": params["figures_dir"] = str(run.figures)     # demo and tests leave the clone's files alone
+    return params
+
+
+# %% ../nbs/04_pipeline.ipynb #c7e2a9d4
 def run_pipeline(profile: str = "mini",              # the profile every notebook runs under: 'mini' or 'paper'
-                 run_dir: str | Path = "runs/mini",  # the run folder (a relative one: against the repo root, see `resolve_root`)
+                 run_dir: str | Path = "runs/mini",  # the run folder (relative: to the repo root, see `resolve_root`)
                  scale: str = "demo",                # steps and overrides: 'demo', 'full' or 'smoke' (tests)
                  only: list[str] | None = None,      # only steps whose notebook starts with one of these (None: all)
                  kernel: str = "python3",            # the Jupyter kernel papermill runs the notebooks in
                  log_output: bool = False,           # echo the notebooks' outputs while they run
                  keep_outputs: bool = False,         # copy executed outputs into the `nbs/` sources (`carry_outputs`)
                 ) -> RunFolder:
-    "Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run folder."
+    """Execute the pipeline notebooks of `scale` with papermill into `run_dir`, printing progress; returns the run
+    folder."""
     import papermill                                 # a missing papermill fails here, before the run folder is touched
     check_profile(profile)
-    root = repo_root(); run_dir = resolve_root(run_dir)
-    run = RunFolder(run_dir, profile=profile)
-    out_dir = run.notebooks; out_dir.mkdir(parents=True, exist_ok=True)
-    steps, t_start = select_steps(only, scale=scale), time.time()
+    root, run = repo_root(), RunFolder(resolve_root(run_dir), profile=profile)
+    run.notebooks.mkdir(parents=True, exist_ok=True)
+    steps, t_start, done = select_steps(only, scale=scale), time.time(), []
+    record_machine(run)
+    os.environ["MPLBACKEND"] = INLINE_BACKEND        # the kernels inherit it: figures stay in the executed notebooks
     for i, step in enumerate(steps):
-        params = {"profile": profile, "run_dir": str(run_dir), **step_params(step, scale)}
-        if scale == "smoke": params["figures_dir"] = str(run.figures)     # tests never overwrite figures/
-        el = time.time() - t_start
-        print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {el / 60:.1f} min, "
-              f"about {eta_s(steps[i:], run) / 60:.1f} min left  {step_params(step, scale)}", flush=True)
-        _execute_step(run, step, params, root, out_dir, kernel, log_output)
-        if keep_outputs: carry_outputs(out_dir / step.notebook, root / "nbs" / step.notebook)
-    summary = timing_summary(run, steps)
+        left, measured = eta_s(steps[i:], speed_factor(done)), speed_factor(done) != 1.0
+        print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {(time.time() - t_start) / 60:.1f} min, "
+              f"about {left / 60:.1f} min left ({'measured here' if measured else 'reference table'})  "
+              f"{step_params(step, scale)}", flush=True)
+        wall = _execute_step(run, step, pipeline_params(step, scale, profile, run), root, run.notebooks, kernel,
+                             log_output)
+        done.append((step.est_s, wall))
+        if keep_outputs: carry_outputs(run.notebooks / step.notebook, root / "nbs" / step.notebook)
     run.update_stage("timing", scale=scale, wall_s=round(time.time() - t_start, 1),
                      steps={s.notebook: run.stage(f"notebook:{s.notebook}").get("wall_s") for s in steps})
-    print(f"[pipeline] {scale} done in {(time.time() - t_start) / 60:.1f} min\n{summary}", flush=True)
+    print(f"[pipeline] {scale} done in {(time.time() - t_start) / 60:.1f} min\n{timing_summary(run, steps)}",
+          flush=True)
     return run
+
+def export_step(run: RunFolder, formats=("llava", "unicorn", "hf")) -> dict:
+    """The optional last step (`--export`): the run's data for other trainers in `run.export`
+    (`unicorn.export.export_run`)."""
+    from unicorn.export import export_run
+    t0 = time.time()
+    out = export_run(run.root, run.export, formats=formats, overwrite=True)
+    run.update_stage("export", status="done", wall_s=round(time.time() - t0, 1),
+                     folders={k: str(v) for k, v in out.items()})
+    print(f"[pipeline] exported {', '.join(formats)} to {run.export} in {time.time() - t0:.1f} s", flush=True)
+    return out
+
+def eta_line(done: int,               # items finished
+             total: int,              # items in all
+             elapsed_s: float,        # seconds since the first item started
+             what: str = "models"     # what the items are, for the line
+            ) -> str:
+    "Progress inside a long step, with the time left measured from the items done so far on this machine."
+    left = elapsed_s / done * (total - done) if done else float("nan")
+    return f"{done}/{total} {what} in {elapsed_s / 60:.1f} min; about {left / 60:.1f} min left (measured here)"
+
 
 # %% ../nbs/04_pipeline.ipynb #0c921033
 def save_figure(fig, name: str, figures_dir: str | Path | None = None) -> list[Path]:
-    """Save matplotlib `fig` as `<figures_dir>/<name>.png` and `.pdf` (default: the repo's `figures/`); returns the paths.
+    """Save matplotlib `fig` as `<figures_dir>/<name>.png` and `.pdf` (default: the repo's `figures/`); returns the
+    paths.
     No creation date is written, so a figure regenerated from the same numbers is the same file."""
     d = Path(figures_dir) if figures_dir else repo_root() / "figures"
     d.mkdir(parents=True, exist_ok=True)
@@ -166,14 +230,35 @@ def assigned_names(source: str) -> list[str]:
     import ast
     names = []
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node,
+                                                                                                ast.AnnAssign) else []
         names += [t.id for t in targets if isinstance(t, ast.Name)]
     return names
 
-def check_parameters(history: list[str]) -> list[str]:
-    """Raise `ValueError` if papermill injected a parameter that the notebook's `parameters` cell does not declare.
-    `history`: IPython's `In` (the injected cell starts with "# Parameters" and follows the parameters cell).
-    Returns the injected names ([] when the notebook did not run under papermill)."""
+def _kernel_namespace() -> dict | None:
+    "The running IPython kernel's namespace (where papermill's parameters live), or None outside IPython."
+    try: from IPython import get_ipython
+    except ImportError: return None
+    shell = get_ipython()
+    return getattr(shell, "user_ns", None)
+
+def _injected_values(source: str) -> dict:
+    "The literal values an injected `# Parameters` cell assigns (papermill writes them as Python literals)."
+    import ast
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try: out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): pass
+    return out
+
+def check_parameters(history: list[str], ns: dict | None = None) -> list[str]:
+    """Before any work: `ValueError` if papermill injected a parameter that the notebook's `parameters` cell does not
+    declare; `ParameterError` naming parameter, value and type if a value does not fit its annotation (`"false"` for a
+    bool is False, `"5"` for an int is 5: `unicorn.config.coerce_parameter`). `history`: IPython's `In` (the injected
+    cell starts with "# Parameters" and follows the parameters cell); `ns`: where the values live and are replaced by
+    their checked form (None: the kernel's namespace). Returns the injected names ([] when not run by papermill)."""
+    from unicorn.config import coerce_parameter, parameter_types
     at = [i for i, src in enumerate(history) if i > 0 and src.lstrip().startswith("# Parameters")]
     if not at: return []
     given, declared = assigned_names(history[at[-1]]), assigned_names(history[at[-1] - 1])
@@ -181,6 +266,11 @@ def check_parameters(history: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}: this notebook's parameters are {declared} "
                          f"(see `papermill --help-notebook <notebook>`)")
+    types, values = parameter_types(history[at[-1] - 1]), _injected_values(history[at[-1]])
+    ns = _kernel_namespace() if ns is None else ns
+    for n in given:
+        value = coerce_parameter(n, ns[n] if ns is not None and n in ns else values.get(n), types.get(n))
+        if ns is not None: ns[n] = value
     return given
 
 # %% ../nbs/04_pipeline.ipynb #0eb07b09
@@ -207,15 +297,18 @@ def carry_outputs(executed: str | Path, source: str | Path) -> int:
     ran = {c.get("id"): c for c in read_nb(executed).cells if c.cell_type == "code"}
     nb = read_nb(source)
     for c in nb.cells:
-        if c.cell_type == "code": c["outputs"] = kept_outputs(ran[c.id].get("outputs", [])) if c.get("id") in ran else []
-    write_nb(nb, source); nbdev_clean(fname=str(source))
+        if c.cell_type == "code":
+            c["outputs"] = kept_outputs(ran[c.id].get("outputs", [])) if c.get("id") in ran else []
+    write_nb(nb, source)
+    nbdev_clean(fname=str(source))
     return sum(bool(c.get("outputs")) for c in nb.cells)
 
 # %% ../nbs/04_pipeline.ipynb #5d4855cf
 def readme_to_index(readme: str | Path | None = None, index: str | Path | None = None) -> Path:
     "Write the README's text as the single markdown cell of `nbs/index.ipynb` (figure paths relative to `nbs/`)."
     from execnb.nbio import new_nb, mk_cell, write_nb
-    root = repo_root(); readme, index = Path(readme or root / "README.md"), Path(index or root / "nbs" / "index.ipynb")
+    root = repo_root()
+    readme, index = Path(readme or root / "README.md"), Path(index or root / "nbs" / "index.ipynb")
     nb = new_nb([mk_cell(index_text(readme.read_text()), cell_type="markdown")])
     nb["metadata"] = {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}}
     write_nb(nb, index)
@@ -229,12 +322,18 @@ def index_text(readme_text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     "Command line: `python -m unicorn.pipeline --profile mini --run-dir runs/mini [--scale smoke] [--only 12 20]`."
     ap = argparse.ArgumentParser(description=__doc__ or "Run the unicorn pipeline notebooks with papermill.")
-    ap.add_argument("--profile", default="mini"); ap.add_argument("--run-dir", default="runs/mini")
-    ap.add_argument("--scale", default="demo", choices=list(SCALES), help="demo (~15 min), full (every study, ~90 min), smoke (tests)")
+    ap.add_argument("--profile", default="mini")
+    ap.add_argument("--run-dir", default="runs/mini")
+    ap.add_argument("--scale", default="demo", choices=list(SCALES),
+                    help="demo (~15 min), full (every study, ~90 min), smoke (tests)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all steps)")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
-    ap.add_argument("--keep-outputs", action="store_true", help="copy each executed notebook's outputs into nbs/ (make reproduce)")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="copy each executed notebook's outputs into nbs/ (make reproduce)")
+    ap.add_argument("--export", action="store_true",
+                    help="then export the run's data for LLaVA, Unicorn and HF (`run/export`)")
     a = ap.parse_args(argv)
-    run_pipeline(a.profile, a.run_dir, a.scale, a.only, log_output=a.log_output, keep_outputs=a.keep_outputs)
+    run = run_pipeline(a.profile, a.run_dir, a.scale, a.only, log_output=a.log_output, keep_outputs=a.keep_outputs)
+    if a.export: export_step(run)
 
 if __name__ == "__main__" and "__file__" in globals(): main()   # `python -m unicorn.pipeline`, not in a notebook

@@ -22,14 +22,16 @@ class SplitSample:
     labels: tuple[int, ...]           # the suffix's labels (IGNORE where not scored)
 
 def split_at_image(input_ids: list[int], labels: list[int], image_id: int) -> SplitSample:
-    "Cut `input_ids` before the first `image_id`; the whole sequence is the suffix if there is none or a label precedes it."
+    """Cut `input_ids` before the first `image_id`; the whole sequence is the suffix if there is none or a label
+    precedes it."""
     cut = input_ids.index(image_id) if image_id in input_ids else 0
     if any(l != IGNORE for l in labels[:cut]): cut = 0           # a scored token in the prefix: it must run every step
     return SplitSample(tuple(input_ids[:cut]), tuple(input_ids[cut:]), tuple(labels[cut:]))
 
 # %% ../nbs/31a_prefix_cache.ipynb #7afb0a01
 class PrefixCache:
-    "Keys and values of a frozen causal LM over each distinct prefix, computed once (in batches) and kept on the LM's device."
+    """Keys and values of a frozen causal LM over each distinct prefix, computed once (in batches) and kept on the LM's
+    device."""
     def __init__(self, lm, batch_size: int = 32, inference_only: bool = False):
         if not inference_only and any(p.requires_grad for p in lm.parameters()):
             raise ValueError("PrefixCache needs a frozen LM: its cached keys and values would miss the LM's gradients")
@@ -41,9 +43,13 @@ class PrefixCache:
         todo = sorted({tuple(p) for p in prefixes if len(p) and tuple(p) not in self.kv}, key=len)
         dev = self.lm.get_input_embeddings().weight.device
         for s in range(0, len(todo), self.batch_size):
-            chunk = todo[s:s + self.batch_size]; n = max(map(len, chunk))
-            ids = torch.zeros(len(chunk), n, dtype=torch.long, device=dev); mask = torch.zeros_like(ids)
-            for j, p in enumerate(chunk): ids[j, :len(p)] = torch.tensor(p); mask[j, :len(p)] = 1
+            chunk = todo[s:s + self.batch_size]
+            n = max(map(len, chunk))
+            ids = torch.zeros(len(chunk), n, dtype=torch.long, device=dev)
+            mask = torch.zeros_like(ids)
+            for j, p in enumerate(chunk):
+                ids[j, :len(p)] = torch.tensor(p)
+                mask[j, :len(p)] = 1
             layers = self.lm(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values.layers
             for j, p in enumerate(chunk):     # right padding: a real token never attends to the pads after it
                 self.kv[p] = [(l.keys[j, :, :len(p)].clone(), l.values[j, :, :len(p)].clone()) for l in layers]
@@ -59,7 +65,8 @@ def shared_prefix_cache(lm, inference_only: bool = False) -> PrefixCache:
 
 # %% ../nbs/31a_prefix_cache.ipynb #d612bfe4
 def batch_cache(cache: PrefixCache, prefixes: list[tuple]) -> tuple:
-    "`(past_key_values, prefix_mask [B, L], prefix_len [B])` for a batch of prefixes, left-padded (None if all are empty)."
+    """`(past_key_values, prefix_mask [B, L], prefix_len [B])` for a batch of prefixes, left-padded (None if all are
+    empty)."""
     from transformers import DynamicCache
     cache.fill(prefixes)
     lens = torch.tensor([len(p) for p in prefixes])
@@ -68,7 +75,8 @@ def batch_cache(cache: PrefixCache, prefixes: list[tuple]) -> tuple:
     ref = cache.kv[next(tuple(p) for p in prefixes if len(p))]
     layers = []
     for li, (k0, v0) in enumerate(ref):
-        K = k0.new_zeros(len(prefixes), k0.shape[0], L, k0.shape[2]); V = v0.new_zeros(len(prefixes), v0.shape[0], L, v0.shape[2])
+        K = k0.new_zeros(len(prefixes), k0.shape[0], L, k0.shape[2])
+        V = v0.new_zeros(len(prefixes), v0.shape[0], L, v0.shape[2])
         for b, p in enumerate(prefixes):
             if len(p): K[b, :, L - len(p):], V[b, :, L - len(p):] = cache.kv[tuple(p)][li]
         layers.append((K, V))
@@ -83,13 +91,20 @@ def collate_split(samples: list[SplitSample],     # tokenised samples cut at the
                  ) -> dict:
     """Keyword arguments for `UnicornVLM.forward` on a batch of split samples: right-padded suffixes (`input_ids`,
     `labels`), the cached prefixes (`past_key_values`), the joint `attention_mask` and each row's `position_ids`."""
-    if cache is None and any(s.prefix for s in samples): raise ValueError("samples have prefixes but no PrefixCache was given")
-    kv, pmask, plen = batch_cache(cache, [s.prefix for s in samples]) if cache is not None else (None, torch.zeros(len(samples), 0, dtype=torch.long), torch.zeros(len(samples), dtype=torch.long))
+    if cache is None and any(s.prefix for s in samples):
+        raise ValueError("samples have prefixes but no PrefixCache was given")
+    kv, pmask, plen = (batch_cache(cache, [s.prefix for s in samples]) if cache is not None
+                       else (None, torch.zeros(len(samples), 0, dtype=torch.long),
+                             torch.zeros(len(samples), dtype=torch.long)))
     S = max(len(s.suffix) for s in samples)
-    ids = torch.full((len(samples), S), pad_id, dtype=torch.long); labels = torch.full_like(ids, IGNORE)
+    ids = torch.full((len(samples), S), pad_id, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
     smask = torch.zeros_like(ids)
     for b, s in enumerate(samples):
-        n = len(s.suffix); ids[b, :n] = torch.tensor(s.suffix); labels[b, :n] = torch.tensor(s.labels); smask[b, :n] = 1
+        n = len(s.suffix)
+        ids[b, :n] = torch.tensor(s.suffix)
+        labels[b, :n] = torch.tensor(s.labels)
+        smask[b, :n] = 1
     out = {"input_ids": ids, "labels": labels, "attention_mask": torch.cat([pmask, smask], 1),
            "position_ids": plen[:, None] + torch.arange(S)[None, :]}
     if kv is not None: out["past_key_values"] = kv

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_runs.ipynb #79c50314
 from __future__ import annotations
-import contextlib, datetime, fcntl, hashlib, importlib.metadata as md, json, os, platform, re, resource, shutil, subprocess, sys, tempfile, time
+import contextlib, datetime, fcntl, hashlib, json, os, platform, re, resource, shutil, subprocess, sys, tempfile, time
+import importlib.metadata as md
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -12,10 +13,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .config import ParameterError
+
 # %% auto #0
-__all__ = ['TRACKED_PACKAGES', 'atomic_write_bytes', 'atomic_write_json', 'clean_orphan_tmp', 'sha256_file', 'ShardError',
-           'check_ids', 'JsonlShards', 'EmbeddingShard', 'EmbeddingShards', 'RunLayout', 'package_versions',
-           'git_commit', 'peak_rss_mb', 'StageSettingsError', 'resolve_root', 'RunFolder', 'map_shards']
+__all__ = ['TRACKED_PACKAGES', 'MANIFEST_VERSION', 'atomic_write_bytes', 'atomic_write_json', 'clean_orphan_tmp', 'sha256_file',
+           'ShardError', 'check_ids', 'JsonlShards', 'EmbeddingShard', 'EmbeddingShards', 'RunLayout',
+           'package_versions', 'git_commit', 'peak_rss_mb', 'StageSettingsError', 'resolve_root', 'ManifestError',
+           'read_manifest', 'StageLockedError', 'stage_lock', 'RunFolder', 'map_shards']
 
 # %% ../nbs/01_runs.ipynb #04f59911
 def _umask() -> int:
@@ -23,16 +27,22 @@ def _umask() -> int:
     with contextlib.suppress(OSError, ValueError):
         for line in open("/proc/self/status"):
             if line.startswith("Umask:"): return int(line.split()[1], 8)
-    m = os.umask(0o022); os.umask(m); return m
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    "Write `data` to `path` via a temporary file in the same folder and an atomic rename; the file gets the user's normal mode."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename; the file gets the user's
+    normal mode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -59,7 +69,9 @@ def clean_orphan_tmp(root: Path | str, recursive: bool = True) -> list[Path]:
     for p in (root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")):
         m = _TMP_NAME.match(p.name)
         if m is None or (m[1] is not None and _pid_alive(int(m[1]))): continue
-        with contextlib.suppress(FileNotFoundError): p.unlink(); gone.append(p)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            gone.append(p)
     return gone
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -74,7 +86,8 @@ class ShardError(ValueError):
     "A shard that is unreadable or violates its store's contract; the message names the shard."
 
 def check_ids(where, ids, n_rows: int) -> list[str]:
-    "The ids as strings, if they are a list with one non-empty, distinct id per row; else `ShardError` naming shard, row and id."
+    """The ids as strings, if they are a list with one non-empty, distinct id per row; else `ShardError` naming shard,
+    row and id."""
     if not isinstance(ids, list): raise ShardError(f"{where}: ids must be a list, got {type(ids).__name__}")
     if len(ids) != n_rows: raise ShardError(f"{where}: {len(ids)} ids for {n_rows} rows (missing or extra ids)")
     keys = [str(i) for i in ids]
@@ -90,7 +103,8 @@ class JsonlShards:
     "A folder of `part-NNNNN.jsonl` shards of JSON records."
     suffix = ".jsonl"
     def __init__(self, root: Path | str):
-        self.root = Path(root); clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
+        self.root = Path(root)
+        clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
     def path(self, k: int) -> Path: return self.root / f"part-{k:05d}{self.suffix}"
     def exists(self, k: int) -> bool: return self.path(k).exists()
     def shard_paths(self) -> list[Path]: return sorted(self.root.glob(f"part-*{self.suffix}"))
@@ -103,7 +117,8 @@ class JsonlShards:
         with open(p, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 try: out.append(json.loads(line))
-                except json.JSONDecodeError as e: raise ShardError(f"{p}: line {i} is not valid JSON ({e.msg})") from None
+                except json.JSONDecodeError as e:
+                    raise ShardError(f"{p}: line {i} is not valid JSON ({e.msg})") from None
         return out
     def read(self, k: int) -> list[dict]: return self.read_path(self.path(k))
     def __iter__(self) -> Iterator[dict]:
@@ -122,7 +137,8 @@ class EmbeddingShards:
     "A folder of `part-NNNNN.safetensors` shards: float16 `embeddings` [n, d] and their ids in the metadata."
     suffix = ".safetensors"
     def __init__(self, root: Path | str, dim: int | None = None):
-        self.root, self.dim = Path(root), dim; clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
+        self.root, self.dim = Path(root), dim
+        clean_orphan_tmp(self.root, recursive=False)   # what a killed writer left here
     path, exists, shard_paths = JsonlShards.path, JsonlShards.exists, JsonlShards.shard_paths
     def write(self, k: int, payload: EmbeddingShard | tuple) -> Path:
         "Write `(ids, emb)` as shard `k` (float16), atomically, after checking it."
@@ -173,14 +189,25 @@ def _at(rel: str, doc: str) -> property:
     "A read-only property of `RunLayout`: the path `rel` inside the run folder (its parent folder created)."
     return property(lambda self: self.path(*rel.split("/")), doc=f"`{rel}`: {doc}")
 
+def _check_part(root: Path, part) -> None:
+    "Raise `ValueError` unless `part` names a place inside run folder `root`: not empty, absolute, with `..` or NUL."
+    if not isinstance(part, (str, os.PathLike)):
+        raise TypeError(f"{root}: a path inside the run folder must be a string, got {type(part).__name__} {part!r}")
+    s = os.fspath(part)
+    if not s or "\0" in s or os.path.isabs(s) or ".." in Path(s).parts:
+        raise ValueError(f"{root}: {s!r} would lead out of the run folder (empty, absolute, '..' or NUL): refused")
+
 class RunLayout:
     """Every path a stage reads or writes inside a run folder `root`: the one place they are spelled. Stages and
     notebooks ask for `run.captions` or `run.embeddings("image_train")`, never for a string literal."""
     TEXT_STORES = {"text": "synthetic", "seed_text": "synthetic_seed", "label_text_train": "synthetic_label_train"}
     def __init__(self, root: Path | str): self.root = Path(root)
     def path(self, *parts: str) -> Path:
-        "A path inside the run folder (parents created)."
-        p = self.root.joinpath(*parts); p.parent.mkdir(parents=True, exist_ok=True); return p
+        "A path inside the run folder (parents created); `ValueError` for a part that would lead out of it."
+        for part in parts: _check_part(self.root, part)
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
     seeds = _at("seeds", "10 seeds: seed captions (JSONL shards)")
     seeds_report = _at("seeds/report.json", "10 seeds: what each reader kept and dropped")
     captions_raw = _at("captions_raw", "12 Stage 1: the LLM's raw replies")
@@ -207,19 +234,22 @@ class RunLayout:
     synth2_model = _at("synth2/model.safetensors", "41 Synth²: the generator's weights")
     tokens = _at("tokens", "32 train: pre-tokenised stage data (`TokenStore`s named by their fingerprint)")
     notebooks = _at("notebooks", "the pipeline's executed notebooks")
-    figures = _at("figures", "a smoke run's figures (the committed figures/ are never overwritten by one)")
+    figures = _at("figures", "a demo or smoke run's figures (only `make reproduce` writes the committed figures/)")
+    export = _at("export", "36 export: the run's data in the LLaVA, Unicorn and Hugging Face layouts")
     def embeddings(self, name: str) -> Path:
         "`emb/<name>`: 20 encoders' embedding shards (`text`, `seed_text`, `image_train`, `image_test`, ...)."
         return self.path("emb", name)
     def synthetic(self, method: str, text_store: str = "text") -> Path:
         "21 transfer: `method`'s synthetic image embeddings made from `text_store`'s caption embeddings."
-        if text_store not in self.TEXT_STORES: raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(self.TEXT_STORES)}")
+        if text_store not in self.TEXT_STORES:
+            raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(self.TEXT_STORES)}")
         return self.path(self.TEXT_STORES[text_store], method)
     def vlm(self, name: str) -> Path:
         "`vlm/<name>`: 32 train: one trained condition's checkpoint (see `unicorn.train.condition_name`)."
         return self.path("vlm", name)
     def eval_result(self, method: str, ext: str = "json") -> Path:
         "`eval/<method>.<ext>`: 33 eval: the evaluation of `method`'s VLM (json: the summary, csv: per question)."
+        _check_part(self.root, method)
         return self.path("eval", f"{method}.{ext}")
     def study(self, name: str, file: str | None = None) -> Path:
         "`studies/<name>[/<file>]`: a study's folder, or one file in it."
@@ -245,9 +275,11 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict:
 def git_commit(path: Path | str = ".") -> str | None:
     "The current git commit of the repo holding `path` (suffixed `+dirty` if uncommitted changes), or None."
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
         if not sha or sha == "HEAD": return None   # not a repo, or no commit yet
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=path, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return None
 
@@ -268,24 +300,100 @@ def resolve_root(root: Path | str) -> Path:
         if (d / "settings.ini").exists() and (d / "nbs").is_dir(): return d / p
     return p
 
+MANIFEST_VERSION = 1    # the manifest's layout; a run folder written by a newer one is refused, never half-understood
+
+class ManifestError(ValueError):
+    "A `manifest.json` that is not a run manifest (not JSON, empty, wrong types, newer); names file and field."
+
+_FIELDS = {"stages": (dict,), "profile": (str, type(None)), "seed": (int, type(None)), "version": (int,),
+           "created": (str,)}
+_STAGE_FIELDS = {"params": (dict,), "status": (str,), "records": (dict,), "checksums": (dict,)}
+
+def _check_field(path: Path, field: str, value, types: tuple) -> None:
+    "Raise `ManifestError` naming `path` and `field` unless `value` is one of `types` (a bool is no int here)."
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ManifestError(f"{path}: field {field!r} must be {want}, got {type(value).__name__} {str(value)[:60]!r}")
+
+def read_manifest(path: Path | str) -> dict:
+    "The run manifest at `path` ({} if none), its fields checked: `ManifestError` naming the file and the field."
+    path = Path(path)
+    if not path.exists(): return {}
+    raw = path.read_bytes()
+    if not raw.strip(): raise ManifestError(f"{path}: empty file, not a run manifest (restore it, or move it away)")
+    try: m = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        at = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        why = getattr(e, "msg", type(e).__name__)
+        raise ManifestError(f"{path}: not valid JSON ({why}{at}; truncated or edited?): "
+                            "restore it, or move it away") from None
+    if not isinstance(m, dict): raise ManifestError(f"{path}: must hold a JSON object, got a {type(m).__name__}")
+    for k, types in _FIELDS.items():
+        if k in m: _check_field(path, k, m[k], types)
+    if m.get("version", 0) > MANIFEST_VERSION:
+        raise ManifestError(f"{path}: field 'version' = {m['version']}: written by a newer unicorn (this one reads "
+                            f"version {MANIFEST_VERSION} at most); upgrade unicorn to use this run folder")
+    for name, st in m.get("stages", {}).items():
+        _check_field(path, f"stages.{name}", st, (dict,))
+        for k, types in _STAGE_FIELDS.items():
+            if k in st: _check_field(path, f"stages.{name}.{k}", st[k], types)
+    return m
+
+class StageLockedError(RuntimeError):
+    "A stage that another live process is running in the same run folder; the message names that process."
+
+def _holder(fd: int) -> dict:
+    "The `{pid, host, stage, since}` record of an open lock file ({} if it is empty or unreadable)."
+    try: h = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (ValueError, OSError): return {}
+    return h if isinstance(h, dict) else {}
+
+def _holder_text(h: dict) -> str:
+    "Who holds a lock, in words."
+    if not h.get("pid"): return "another process (it has not written its pid yet)"
+    me = h.get("pid") == os.getpid() and h.get("host") == platform.node()
+    return f"{'this process, ' if me else ''}pid {h['pid']} on host {h.get('host')!r} (since {h.get('since')})"
+
+@contextlib.contextmanager
+def stage_lock(path: Path | str, stage: str):
+    """Hold an exclusive `fcntl.flock` on `path` for the block, with this process's pid, host and start written in it;
+    `StageLockedError` naming the holder if another process holds it. The kernel drops a lock when its holder dies,
+    however it dies, so the lock of a killed run is taken over (and said so)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StageLockedError(f"stage {stage!r} is already running: {_holder_text(_holder(fd))} holds {path}. "
+                                   "Wait for it to finish or stop it; two writers would corrupt its outputs.") from None
+        old = _holder(fd)
+        if old.get("pid"): print(f"stage {stage!r}: taking over the lock of {_holder_text(old)}, which no longer runs")
+        os.ftruncate(fd, 0)
+        me = {"pid": os.getpid(), "host": platform.node(), "stage": stage, "since": _now()}
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try: yield
+        finally: os.ftruncate(fd, 0)
+    finally: os.close(fd)
+
 class RunFolder(RunLayout):
     "A run folder `runs/<name>/` with its `manifest.json` (a relative path resolves against the repository root)."
     def __init__(self, root: Path | str, profile: str | None = None, seed: int | None = None):
-        super().__init__(resolve_root(root)); self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(resolve_root(root))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
         clean_orphan_tmp(self.root)
         versions, commit = package_versions(), git_commit(Path.cwd())
         with self._locked():
             m = self.manifest() or {"created": _now(), "profile": profile, "seed": seed, "stages": {}}
             if profile is not None and m.get("profile") not in (None, profile):
-                raise ValueError(f"{self.root}: run was made with profile {m['profile']!r}, not {profile!r}; use another run folder")
+                raise ValueError(f"{self.root}: run was made with profile {m['profile']!r}, not {profile!r}; use "
+                                 "another run folder")
             if profile is not None: m["profile"] = profile
             if seed is not None: m["seed"] = seed
-            m.update(packages=versions, git_commit=commit)
+            m.update(packages=versions, git_commit=commit, version=MANIFEST_VERSION)
             self._write(m)
     def manifest(self) -> dict:
-        "The manifest as a dict ({} if none yet)."
-        return json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        "The manifest as a dict ({} if none yet); `ManifestError` naming the file and the field if it is damaged."
+        return read_manifest(self.manifest_path)
     @contextlib.contextmanager
     def _locked(self):
         "Hold the run's manifest lock (a read-modify-write of the manifest happens inside it; not re-entrant)."
@@ -301,12 +409,25 @@ class RunFolder(RunLayout):
     def update_stage(self, name: str, **info) -> dict:
         "Merge `info` into the manifest entry of stage `name` (under the manifest lock)."
         with self._locked():
-            m = self.manifest(); st = m.setdefault("stages", {}).setdefault(name, {})
-            st.update(info); self._write(m)
+            m = self.manifest()
+            st = m.setdefault("stages", {}).setdefault(name, {})
+            st.update(info)
+            self._write(m)
         return st
+    def _set_stage(self, name: str, entry: dict) -> None:
+        "Replace the manifest entry of stage `name` by `entry` (under the manifest lock)."
+        with self._locked():
+            m = self.manifest()
+            m.setdefault("stages", {})[name] = entry
+            self._write(m)
+    def lock_path(self, name: str) -> Path:
+        "The lock file that one writer of stage `name` holds while it runs (`stage_lock`)."
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
+        return self.root / f".stage-{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.lock"
 
     def _check_settings(self, name: str, params: dict | None) -> dict:
-        "The stage's params as stored (JSON); `StageSettingsError` naming each setting that differs from an earlier start."
+        """The stage's params as stored (JSON); `StageSettingsError` naming each setting that differs from an earlier
+        start."""
         st = self.stage(name)
         old = st.get("params", {})
         new = _as_json(params) if params is not None else old
@@ -328,8 +449,12 @@ class RunFolder(RunLayout):
             p = p if p.is_absolute() else self.root / p
             if not p.resolve().is_relative_to(self.root.resolve()) or p.resolve() == self.root.resolve():
                 raise ValueError(f"{p} is not inside the run folder {self.root}: refusing to delete it")
-            if p.is_dir(): shutil.rmtree(p); gone.append(p)
-            elif p.exists(): p.unlink(); gone.append(p)
+            if p.is_dir():
+                shutil.rmtree(p)
+                gone.append(p)
+            elif p.exists():
+                p.unlink()
+                gone.append(p)
         return gone
 
     @contextlib.contextmanager
@@ -337,23 +462,45 @@ class RunFolder(RunLayout):
                   name: str,                  # the stage's key in the manifest
                   params: dict | None = None, # the settings that shape its outputs (compared on resume)
                   force: bool = False,        # run it even if it finished, or was interrupted with other settings
-                  clears: Sequence = ()):     # what the stage writes (paths in the run folder): removed first when forced
+                  clears: Sequence = ()):   # what the stage writes (paths in the run folder): removed first when forced
         """Context manager for one stage: yields a dict `info` to fill with `records` counts and `outputs` (paths);
         records status, wall time, peak memory and checksums. Yields None (and does nothing) if already done.
         A stage that finished or was interrupted with other `params` raises `StageSettingsError` (resuming would mix
-        old and new outputs); `force=True` starts it afresh after removing `clears`, so no old shard is resumed."""
-        new = _as_json(params or {}) if force else self._check_settings(name, params)
-        if self.is_done(name) and not force:
-            print(f"stage {name!r} already done in {self.root} (force=True to rerun)"); yield None; return
-        if force: self.remove(clears)
-        info: dict = {"records": {}, "outputs": []}
-        self.update_stage(name, status="running", started=_now(), params=new)
-        t0 = time.time()
-        try:
-            yield info
-        except BaseException as e:
-            self.update_stage(name, status="failed", error=f"{type(e).__name__}: {e}"[:2000], wall_s=round(time.time() - t0, 3))
-            raise
+        old and new outputs); `force=True` starts it afresh after removing `clears`, so no old shard is resumed.
+        One writer at a time: the stage's lock (`stage_lock`) is held throughout, so a second run of it refuses
+        (`StageLockedError`) and never resumes, or with `force` deletes, what a live writer is writing."""
+        if not (isinstance(force, bool) or type(force).__name__ == "bool_"):
+            raise ParameterError(f"stage {name!r}: force = {force!r} ({type(force).__name__}): expected a bool "
+                                 "(True or False); a string such as 'false' would read as true")
+        with stage_lock(self.lock_path(name), name):
+            new = _as_json(params or {}) if force else self._check_settings(name, params)
+            if self.is_done(name) and not force:
+                print(f"stage {name!r} already done in {self.root} (force=True to rerun)")
+                yield None
+                return
+            if force: self.remove(clears)
+            before, info, t0 = self.stage(name), {"records": {}, "outputs": []}, time.time()
+            self.update_stage(name, status="running", started=_now(), params=new,
+                              owner=f"{os.getpid()}@{platform.node()}")
+            try:
+                yield info
+            except BaseException as e:
+                self._record_failure(name, e, before, bool(force), t0)
+                raise
+            self._record_done(name, info, t0)
+
+    def _record_failure(self, name: str, e: BaseException, before: dict, forced: bool, t0: float) -> None:
+        """Record stage `name` as failed with `e`. A refused parameter (`ParameterError`, raised before any output is
+        written) leaves the settings recorded as they were, so the corrected rerun needs no `force`."""
+        err = f"{type(e).__name__}: {e}"[:2000]
+        if isinstance(e, ParameterError):
+            kept = before.get("status") in ("running", "failed") and not forced   # partial outputs match those settings
+            self._set_stage(name, {**before, "refused": err} if kept else {"status": "refused", "refused": err})
+        else:
+            self.update_stage(name, status="failed", error=err, wall_s=round(time.time() - t0, 3))
+
+    def _record_done(self, name: str, info: dict, t0: float) -> None:
+        "Record stage `name` as done: wall time, peak memory, `info`'s records and the checksums of its `outputs`."
         sums = {}
         for o in info.pop("outputs", []):
             o = Path(o)
@@ -379,9 +526,11 @@ def map_shards(items: Sequence,              # what to process (sliced into chun
     "Apply `fn` to each `shard_size` chunk of `items` whose shard is missing from `store`; returns counts."
     if shard_size <= 0: raise ValueError(f"shard_size must be > 0, got {shard_size}")
     clean_orphan_tmp(store.root, recursive=False)      # what a writer killed mid-shard left behind
-    n = len(items); n_shards = (n + shard_size - 1) // shard_size
+    n = len(items)
+    n_shards = (n + shard_size - 1) // shard_size
     todo = [k for k in range(n_shards) if not store.exists(k)]
-    bar = tqdm(total=n, desc=desc, disable=not progress, initial=n - sum(min(shard_size, n - k * shard_size) for k in todo))
+    bar = tqdm(total=n, desc=desc, disable=not progress,
+               initial=n - sum(min(shard_size, n - k * shard_size) for k in todo))
     for k in todo:
         chunk = list(items[k * shard_size:(k + 1) * shard_size])
         store.write(k, fn(chunk))

@@ -42,7 +42,8 @@ class SeedReport:
     lines: list = field(default_factory=list)
     def skip(self, where, reason: str):
         "Count one skipped line (or row) and why."
-        self.skipped[reason] += 1; self.lines.append((where, reason))
+        self.skipped[reason] += 1
+        self.lines.append((where, reason))
     @property
     def examples(self) -> list: return self.lines[:10]
     def as_dict(self) -> dict:
@@ -60,9 +61,13 @@ def _jsonl_values(path: Path, column: str):
     "`(line, value)` for every line of a JSONL file: the field's value, or a `KeyError`/`ValueError` saying why not."
     with open(path, "rb") as f:
         for i, line in enumerate(f, 1):
-            if not line.strip(): yield i, b""; continue
+            if not line.strip():
+                yield i, b""
+                continue
             try: obj = json.loads(line.decode("utf-8"))
-            except (ValueError, RecursionError): yield i, ValueError("bad-json"); continue   # also UnicodeDecodeError
+            except (ValueError, RecursionError):
+                yield i, ValueError("bad-json")
+                continue   # also UnicodeDecodeError
             yield i, obj.get(column, KeyError(column)) if isinstance(obj, dict) else ValueError("bad-json")
 
 # %% ../nbs/10_seeds.ipynb #1b0f17bd
@@ -84,8 +89,11 @@ def _csv_records(lines: list[str], max_lines: int = MAX_RECORD_LINES):
             except StopIteration: return
             except csv.Error as e:
                 yield first, ValueError("unterminated-quote" if "end of data" in str(e) else "bad-quote")
-                if start + rd.line_num > first: start = first; break    # it ate later lines: resume on the next one
-                done = rd.line_num; continue
+                if start + rd.line_num > first:
+                    start = first
+                    break    # it ate later lines: resume on the next one
+                done = rd.line_num
+                continue
             done = rd.line_num
             yield first, row
 
@@ -128,14 +136,22 @@ def read_seeds(path,                        # a .txt, .jsonl, .csv or .parquet f
                max_chars: int = MAX_SEED_CHARS,  # longer seeds are skipped as 'too-long'
               ) -> tuple[list[dict], SeedReport]:
     "Open-domain seed records from a TXT/JSONL/CSV/Parquet file, and a report of every skipped line and why."
-    path = Path(path); rep = SeedReport(); out = []
+    path = Path(path)
+    rep = SeedReport()
+    out = []
     prefix = id_prefix or path.stem
     values = _raw_values(path, column)
     for where, raw in values:
-        if isinstance(raw, KeyError): rep.skip(where, f"no-{column}-field"); continue
-        if isinstance(raw, ValueError): rep.skip(where, str(raw)); continue
+        if isinstance(raw, KeyError):
+            rep.skip(where, f"no-{column}-field")
+            continue
+        if isinstance(raw, ValueError):
+            rep.skip(where, str(raw))
+            continue
         s, why = clean_seed(raw, max_chars)
-        if why: rep.skip(where, why); continue
+        if why:
+            rep.skip(where, why)
+            continue
         out.append({"id": f"{prefix}-{where}", "seed": s, "domain": domain, "kind": "open", "source_image": None,
                     "label": None})
     rep.kept = len(out)
@@ -170,7 +186,8 @@ def easyvqa_seeds(n: int | None = None, seed: int = 0, split: str = "train") -> 
     if n is not None and n < len(known): known = known.sample(n=n, random_state=seed).sort_values("image_id")
     recs = [{"id": f"seed-{r.id}", "seed": f"a {r.color} {r.shape}", "domain": "easy-vqa", "kind": "open",
              "source_image": r.id, "label": f"{r.color} {r.shape}"} for r in known.itertuples()]
-    return recs, {"images": len(imgs), "unlabelled_skipped": int(len(imgs) - len(imgs.dropna(subset=["shape", "color"]))),
+    return recs, {"images": len(imgs),
+                  "unlabelled_skipped": int(len(imgs) - len(imgs.dropna(subset=["shape", "color"]))),
                   "kept": len(recs)}
 
 def mini_domain_seeds(n_labels: int | None = None) -> list[dict]:

@@ -15,7 +15,8 @@ from .runs import RunFolder
 from .train import TrainConfig, train_condition
 
 # %% auto #0
-__all__ = ['score_condition', 'correctness', 'interval_table', 'reading', 'plot_intervals']
+__all__ = ['INTERVALS', 'MARGIN', 'score_condition', 'correctness', 'seed_t', 't_tests', 'hierarchical_bootstrap', 'boot_tests',
+           'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table', 'reading', 'plot_intervals']
 
 # %% ../nbs/34_studies.ipynb #759dd098
 def score_condition(run: RunFolder,              # the run folder (checkpoints land in `vlm/`)
@@ -25,7 +26,8 @@ def score_condition(run: RunFolder,              # the run folder (checkpoints l
                     text_store: str = "text",    # which captions stand in for the images (`unicorn.train.TEXT_STORES`)
                     lm=None                      # the frozen base LM, shared between checkpoints
                    ) -> pd.DataFrame:
-    "Train (or reuse) one condition and return one row per test question and centring: `correct` or not, by likelihood ranking."
+    """Train (or reuse) one condition and return one row per test question and centring: `correct` or not, by likelihood
+    ranking, and the question's test `image` (the cluster the intervals keep together)."""
     ck = train_condition(run, method, cfg, text_store, verbose=False)
     evaluate_checkpoint(run, ck, questions, modes=("likelihood",), lm=lm, verbose=False)
     train_s = json.loads((ck / "train_config.json").read_text())["train_s"]
@@ -34,8 +36,10 @@ def score_condition(run: RunFolder,              # the run folder (checkpoints l
         f = ck / f"preds_{centring}_likelihood.csv"
         if not f.exists(): f = ck / "preds_raw_likelihood.csv"           # the blind model: no image, nothing to centre
         p = pd.read_csv(f)
-        parts.append(pd.DataFrame({"method": method, "seed": cfg.seed, "centring": centring, "qid": p.qid, "qtype": p.qtype,
+        parts.append(pd.DataFrame({"method": method, "seed": cfg.seed, "centring": centring, "qid": p.qid,
+                                   "qtype": p.qtype,
                                    "correct": (p.pred_likelihood == p.answer).astype(int), "train_s": train_s}))
+        if "image_id" in p.columns: parts[-1]["image"] = p.image_id.to_numpy()   # questions of one image: one cluster
     return pd.concat(parts, ignore_index=True)
 
 # %% ../nbs/34_studies.ipynb #b0d3c9ec
@@ -44,40 +48,247 @@ def correctness(res: pd.DataFrame, types=("shape", "color")) -> np.ndarray:
     r = res[res.qtype.isin(types)]
     return r.pivot_table(index="seed", columns="qid", values="correct").sort_index(axis=1).to_numpy()
 
+# %% ../nbs/34_studies.ipynb #b33da109
+INTERVALS = {"t": "seed t (n−1 df) + image clusters", "bootstrap": "hierarchical bootstrap (seeds, then images)"}
+MARGIN = 0.02   # the equivalence margin, stated up front: a difference inside ±0.02 can read "equivalent" (TOST)
+
+def _onehot(groups) -> np.ndarray:
+    "[Q, C] 0/1 matrix putting each question in its cluster (`groups`: one label per question)."
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    return np.eye(inv.max() + 1)[inv]
+
+def _image_var(dq: np.ndarray, groups) -> tuple[np.ndarray, int]:
+    "Cluster-robust variance of the mean of per-question values `dq` [..., Q] over image clusters; the cluster count."
+    G = _onehot(groups if groups is not None else np.arange(dq.shape[-1]))
+    C, Q = G.shape[1], dq.shape[-1]
+    T = (dq - dq.mean(-1, keepdims=True)) @ G                        # each cluster's summed residual
+    return C / max(C - 1, 1) * (T ** 2).sum(-1) / Q ** 2, C
+
+def _seed_var(ma: np.ndarray, mb: np.ndarray | None, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+    "Variance of the seed-averaged accuracy (or difference) from per-seed accuracies [..., S]; its degrees of freedom."
+    if mb is None or paired:
+        d = ma if mb is None else ma - mb
+        if d.shape[-1] < 2: raise ValueError(f"a t interval needs at least 2 seeds, got {d.shape[-1]}")
+        return d.var(-1, ddof=1) / d.shape[-1], np.full(d.shape[:-1], d.shape[-1] - 1.0)
+    if min(ma.shape[-1], mb.shape[-1]) < 2: raise ValueError("a t interval needs at least 2 seeds per condition")
+    va, vb = ma.var(-1, ddof=1) / ma.shape[-1], mb.var(-1, ddof=1) / mb.shape[-1]
+    return va + vb, (va + vb) ** 2 / np.maximum(va ** 2 / (ma.shape[-1] - 1) + vb ** 2 / (mb.shape[-1] - 1), 1e-300)
+
+def _interaction_var(x: np.ndarray, groups) -> np.ndarray:
+    """The part of `_image_var` of x's seed-averaged columns that is seed × question noise (already in the seed
+    variance): the image-cluster variance of the two-way residuals, per seed, over S² (unbiased for S/(S − 1))."""
+    S = x.shape[-2]
+    e = x - x.mean(-1, keepdims=True) - x.mean(-2, keepdims=True) + x.mean((-2, -1), keepdims=True)
+    return _image_var(e, groups)[0].sum(-1) / (S * max(S - 1, 1))
+
+def seed_t(a: np.ndarray,                 # correct (1) / wrong (0), [..., seeds, questions]
+           b: np.ndarray | None = None,   # a second condition on the same questions: the difference mean(a) − mean(b)
+           groups=None,                   # one cluster label (image) per question; None: every question its own
+           paired: bool = True,           # rows share seeds (row k of `a` and `b`: one seed): per-seed differences
+          ) -> dict:
+    """`{est, se, df}` over the leading axes: the t variance of per-seed accuracies (per-seed differences when paired,
+    Welch otherwise; n − 1 df) plus the images' share of the variance, estimated from image clusters of the
+    seed-averaged questions less their seed × question noise. Degrees of freedom: the seeds' (n − 1, or Welch's)."""
+    a = np.asarray(a, np.float64)
+    b = None if b is None else np.asarray(b, np.float64)
+    if b is not None and a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"paired conditions need the same questions, got {a.shape[-1]} and {b.shape[-1]}")
+    if b is not None and paired and a.shape[-2] != b.shape[-2]:
+        raise ValueError(f"paired seeds need equal seed counts, got {a.shape[-2]} and {b.shape[-2]}")
+    dq = a.mean(-2) - (0 if b is None else b.mean(-2))                # per question, averaged over seeds
+    v_seed, df_seed = _seed_var(a.mean(-1), None if b is None else b.mean(-1), paired)
+    v_img = _image_var(dq, groups)[0]
+    noise = _interaction_var(a - b if paired and b is not None else a, groups)
+    if b is not None and not paired: noise = noise + _interaction_var(b, groups)
+    v_img = np.maximum(v_img - noise, 0.0)                            # the images' own share, counted once
+    return {"est": dq.mean(-1), "se": np.sqrt(v_seed + v_img), "df": df_seed}
+
+# %% ../nbs/34_studies.ipynb #16a673c3
+def t_tests(st: dict, margin: float = MARGIN, level: float = 0.95) -> dict:
+    """From `seed_t`'s `{est, se, df}`: the `level` interval, the two-sided p of "no difference", and TOST's p of
+    "|difference| ≥ margin" with its (1 − 2α) interval
+    (equivalence is shown when that interval lies inside ±margin)."""
+    from scipy.stats import t as tdist
+    est, se, df = (np.asarray(st[k], np.float64) for k in ("est", "se", "df"))
+    se = np.maximum(se, 1e-12)
+    alpha = 1 - level
+    h, h2 = tdist.ppf(1 - alpha / 2, df) * se, tdist.ppf(1 - alpha, df) * se
+    p = 2 * tdist.sf(np.abs(est) / se, df)
+    p_eq = np.maximum(tdist.sf((est + margin) / se, df), tdist.cdf((est - margin) / se, df))
+    return {"est": est, "low": est - h, "high": est + h, "p": p, "p_equiv": p_eq,
+            "eq_low": est - h2, "eq_high": est + h2}
+
+# %% ../nbs/34_studies.ipynb #f91e3a9f
+def hierarchical_bootstrap(a: np.ndarray,                 # correct (1) / wrong (0), [seeds, questions]
+                           b: np.ndarray | None = None,   # a second condition, same questions (difference a − b)
+                           groups=None,                   # one cluster label (image) per question; None: each its own
+                           paired: bool = True,           # rows share seeds: the same seed draws for `a` and `b`
+                           n_boot: int = 2000,            # bootstrap replicates
+                           seed: int = 0,                 # the resampling's random seed
+                          ) -> np.ndarray:
+    """[n_boot] replicate accuracies (or differences): resample seeds, then images, all questions of an image together.
+    Every seed answers the same questions, so one draw of images per replicate is shared by its seeds
+    (a crossed design: the pigeonhole bootstrap over seeds × image clusters)."""
+    rng = np.random.default_rng(seed)
+    G = _onehot(groups if groups is not None else np.arange(np.shape(a)[-1]))
+    img = rng.multinomial(G.shape[1], np.full(G.shape[1], 1 / G.shape[1]), size=n_boot).astype(np.float64)
+    den_q = img @ G.sum(0)                                             # questions drawn per replicate
+    def reps(x, sw):                                                   # replicate means of condition x [S, Q]
+        M = np.asarray(x, np.float64) @ G                              # correct answers per seed and image [S, C]
+        return np.einsum("rc,rc->r", sw @ M, img) / (sw.sum(1) * den_q)
+    draw = lambda S: rng.multinomial(S, np.full(S, 1 / S), size=n_boot).astype(np.float64)
+    sa = draw(len(a))
+    if b is None: return reps(a, sa)
+    if np.shape(a)[-1] != np.shape(b)[-1]:
+        raise ValueError(f"paired conditions need the same questions, got {np.shape(a)[-1]} and {np.shape(b)[-1]}")
+    if paired and len(a) != len(b): raise ValueError(f"paired seeds need equal seed counts, got {len(a)} and {len(b)}")
+    return reps(a, sa) - reps(b, sa if paired else draw(len(b)))
+
+def boot_tests(est: float,              # the estimate (accuracy or difference)
+               reps: np.ndarray,        # its bootstrap replicates (`hierarchical_bootstrap`)
+               margin: float = MARGIN,  # equivalence margin
+               level: float = 0.95,     # interval coverage
+              ) -> dict:
+    "`t_tests`' fields from bootstrap replicates `reps` of estimate `est` (percentile intervals, bootstrap p-values)."
+    alpha, r = 1 - level, np.asarray(reps)
+    lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2])
+    elo, ehi = np.quantile(r, [alpha, 1 - alpha])
+    p = min(1.0, 2 * min((r <= 0).mean(), (r >= 0).mean()))
+    p_eq = max((r <= -margin).mean(), (r >= margin).mean())
+    return {"est": est, "low": lo, "high": hi, "p": p, "p_equiv": p_eq, "eq_low": elo, "eq_high": ehi}
+
+# %% ../nbs/34_studies.ipynb #153a8092
+def holm(p) -> np.ndarray:
+    "Holm–Bonferroni adjusted p-values of a family of tests (NaN entries are left out of the family and stay NaN)."
+    p = np.asarray(p, np.float64)
+    out, ok = np.full(p.shape, np.nan), np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.maximum.accumulate((len(order) - np.arange(len(order))) * p[order])
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+def four_verdicts(est,                  # differences to the reference
+                  p,                    # their (Holm-adjusted) p-values of "no difference"
+                  p_equiv,              # their (Holm-adjusted) TOST p-values of "|difference| ≥ margin"
+                  alpha: float = 0.05,  # the tests' level
+                 ) -> np.ndarray:
+    """'higher' / 'lower' when the (adjusted) p of "no difference" is below `alpha`, else 'equivalent' when TOST's
+    (adjusted) p is, else 'undecided': neither a difference nor equivalence shown. Never 'equal'."""
+    est, p, pe = (np.atleast_1d(np.asarray(x, np.float64)) for x in (est, p, p_equiv))
+    out = np.where(p < alpha, np.where(est > 0, "higher", "lower"), np.where(pe < alpha, "equivalent", "undecided"))
+    return out.astype(object)
+
+# %% ../nbs/34_studies.ipynb #73ce3d07
+def outcomes(res: pd.DataFrame, types=("shape", "color"), cluster: str | None = None) -> tuple:
+    """`(A, seeds, groups)`: one group's outcomes [seeds, questions] (questions in a fixed order), the seed labels, and
+    each question's cluster: column `cluster`, else `image` where the rows carry it, else the question itself."""
+    r = res[res.qtype.isin(types)]
+    P = r.pivot_table(index="seed", columns="qid", values="correct").sort_index(axis=1)
+    if P.isna().any().any():
+        bad = P.columns[P.isna().any()].tolist()[:3]
+        raise ValueError(f"not every seed answered every question (e.g. qid {bad}): a seeds × questions grid needed")
+    col = cluster or ("image" if "image" in r.columns else None)
+    if col is None: return P.to_numpy(), P.index.to_numpy(), P.columns.to_numpy()
+    if col not in r.columns: raise KeyError(f"cluster column {col!r} not in the rows ({list(r.columns)})")
+    groups = r.drop_duplicates("qid").set_index("qid")[col].reindex(P.columns).to_numpy()
+    return P.to_numpy(), P.index.to_numpy(), groups
+
+def compare(x: tuple,                    # `outcomes` of a group
+            y: tuple | None = None,      # `outcomes` of the reference (None: the accuracy of `x` alone)
+            method: str = "t",           # a key of `INTERVALS`
+            margin: float = MARGIN,      # equivalence margin
+            level: float = 0.95,         # interval coverage
+            n_boot: int = 2000,          # bootstrap replicates (method "bootstrap")
+           ) -> dict:
+    "`t_tests`' fields for the accuracy of `x` or its difference to `y` (paired by seed when both have the same seeds)."
+    if method not in INTERVALS: raise ValueError(f"unknown interval method {method!r}: choose one of {list(INTERVALS)}")
+    A, sa, groups = x
+    B, sb = (None, None) if y is None else y[:2]
+    if B is not None and A.shape[1] != B.shape[1]:
+        raise ValueError(f"the groups answer different questions ({A.shape[1]} vs {B.shape[1]})")
+    paired = B is not None and len(sa) == len(sb) and (np.sort(sa) == np.sort(sb)).all()
+    if method == "t" and min(len(sa), len(sa if sb is None else sb)) < 2:   # one seed: no seed variance, no interval
+        nan = float("nan")
+        return {"est": float(A.mean() - (0 if B is None else B.mean())), "low": nan, "high": nan, "p": nan,
+                "p_equiv": nan, "eq_low": nan, "eq_high": nan}
+    if method == "t": return {k: float(v) for k, v in t_tests(seed_t(A, B, groups, paired), margin, level).items()}
+    est = A.mean() - (0 if B is None else B.mean())
+    reps = hierarchical_bootstrap(A, B, groups, paired, n_boot)
+    return {k: float(v) for k, v in boot_tests(est, reps, margin, level).items()}
+
+# %% ../nbs/34_studies.ipynb #b6d7a3b7
+def _table_row(key, g: pd.DataFrame, by: list, base, is_ref: bool, kw: dict) -> dict:
+    "One `interval_table` row: the group's accuracy with its interval, and its difference to the reference `base`."
+    x = outcomes(g, kw["types"], kw["cluster"])
+    acc = compare(x, None, kw["method"], kw["margin"], kw["level"], kw["n_boot"])
+    row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+    sd = float(x[0].mean(1).std(ddof=1)) if len(x[0]) > 1 else float("nan")
+    row |= {"accuracy": acc["est"], "std_over_seeds": sd,
+            "ci_low": acc["low"], "ci_high": acc["high"], "seeds": len(x[0]), "questions": x[0].shape[1],
+            "interval": INTERVALS[kw["method"]]}
+    if base is not None:
+        d = {k: float("nan") for k in ("est", "low", "high", "p", "p_equiv", "eq_low", "eq_high")} if is_ref else \
+            compare(x, base, kw["method"], kw["margin"], kw["level"], kw["n_boot"])
+        row |= {"diff_to_ref": 0.0 if is_ref else d["est"], "diff_low": d["low"], "diff_high": d["high"], "p": d["p"],
+                "p_equiv": d["p_equiv"], "eq_low": d["eq_low"], "eq_high": d["eq_high"]}
+    return row
+
+def _add_verdicts(t: pd.DataFrame, is_ref: np.ndarray, margin: float, alpha: float) -> pd.DataFrame:
+    "Holm-adjust the table's comparisons (both families: difference and equivalence) and write the four verdicts."
+    t["p_holm"], t["p_equiv_holm"] = holm(t.p.where(~is_ref)), holm(t.p_equiv.where(~is_ref))
+    v = four_verdicts(t.diff_to_ref, t.p_holm.fillna(1), t.p_equiv_holm.fillna(1), alpha)
+    t["margin"], t["verdict"] = margin, np.where(is_ref, "reference", v)
+    t["vs_ref"] = t["verdict"]                                         # the name earlier callers read
+    return t
+
 def interval_table(res: pd.DataFrame,                    # rows of `score_condition`, possibly with extra label columns
                    by=("method", "centring"),            # the columns that name a row of the table
                    ref: tuple | None = None,             # the reference row's values of `by` (differences are to it)
                    types=("shape", "color"),             # question types that count (default: the visual ones)
-                   n_boot: int = 2000                    # bootstrap replicates
+                   n_boot: int = 2000,                   # bootstrap replicates (method "bootstrap")
+                   method: str = "t",                    # interval: a key of `INTERVALS`
+                   margin: float = MARGIN,               # equivalence margin, stated up front
+                   level: float = 0.95,                  # interval coverage; verdicts at α = 1 − level
+                   cluster: str | None = None,           # column grouping questions (None: `image` if present)
                   ) -> pd.DataFrame:
-    "Accuracy per group: mean, std over seeds, 95 % interval; and the paired difference to `ref` with its interval and verdict."
-    by = list(by); groups = {k: g for k, g in res.groupby(by, sort=False)}
-    A_ref = correctness(groups[ref], types) if ref is not None else None
-    rows = []
-    for key, g in groups.items():
-        A = correctness(g, types); est, lo, hi = bootstrap_interval(A, n_boot=n_boot)
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row |= {"accuracy": est, "std_over_seeds": float(A.mean(1).std(ddof=1)) if len(A) > 1 else float("nan"),
-                "ci_low": lo, "ci_high": hi, "seeds": len(A), "questions": A.shape[1]}
-        if A_ref is not None:
-            d, dlo, dhi = bootstrap_interval(A, A_ref, n_boot=n_boot)
-            row |= {"diff_to_ref": d, "diff_low": dlo, "diff_high": dhi,
-                    "vs_ref": "reference" if key == ref else verdict(dlo, dhi)}
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Accuracy per group with its interval; with `ref`, the difference to it (paired by seed when they share seeds),
+    its p and Holm-adjusted p over the table's comparisons, TOST against ±`margin`, and one of four verdicts."""
+    by = list(by)
+    groups = {k: g for k, g in res.groupby(by, sort=False)}
+    if ref is not None and ref not in groups: raise KeyError(f"reference {ref} is not a group of {by}: {list(groups)}")
+    kw = dict(types=types, cluster=cluster, method=method, margin=margin, level=level, n_boot=n_boot)
+    base = outcomes(groups[ref], types, cluster) if ref is not None else None
+    t = pd.DataFrame([_table_row(k, g, by, base, k == ref, kw) for k, g in groups.items()])
+    return t if ref is None else _add_verdicts(t, np.array([k == ref for k in groups]), margin, 1 - level)
 
 # %% ../nbs/34_studies.ipynb #0b9891e0
+def _verdict_text(r, ref_name: str) -> str:
+    "The clause a row's verdict reads as (an older table's 'no difference measured' reads as undecided)."
+    v = getattr(r, "verdict", r.vs_ref)
+    v = "undecided" if v == "no difference measured" else v
+    m = getattr(r, "margin", MARGIN)
+    d = f"{r.diff_to_ref:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}]"
+    p = f", Holm-adjusted p = {r.p_holm:.3f}" if hasattr(r, "p_holm") else ""
+    if v in ("higher", "lower"): return f"; {v} than {ref_name} ({d}{p})"
+    if v == "equivalent":
+        return f"; equivalent to {ref_name} within ±{m:.2f} ({d}; 90 % interval [{r.eq_low:+.3f}, {r.eq_high:+.3f}])"
+    return f"; undecided against {ref_name}: neither a difference nor equivalence within ±{m:.2f} shown ({d}{p})"
+
 def reading(table: pd.DataFrame, label: str = "method", ref_name: str = "the reference") -> str:
-    "Sentences that say what a table with intervals shows, written from its numbers (ranks only differences that exclude 0)."
+    """Sentences that say what a table with intervals shows, written from its numbers: one of four verdicts per
+    comparison (higher / lower / equivalent / undecided, never 'equal'), and how the intervals were made."""
     out = []
     for r in table.itertuples():
-        name = getattr(r, label)
-        s = f"{name}: {r.accuracy:.3f} [95 % CI {r.ci_low:.3f}, {r.ci_high:.3f}] over {r.seeds} seeds × {r.questions} questions"
-        if "vs_ref" in table.columns and r.vs_ref != "reference":
-            s += (f"; {r.vs_ref} than {ref_name} ({r.diff_to_ref:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}])"
-                  if r.vs_ref != "no difference measured" else f"; no difference measured to {ref_name} "
-                  f"({r.diff_to_ref:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}])")
+        ci = f"[95 % CI {r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low == r.ci_low else "(no interval from one seed)"
+        s = f"{getattr(r, label)}: {r.accuracy:.3f} {ci} over {r.seeds} seeds × {r.questions} questions"
+        if "vs_ref" in table.columns and r.vs_ref != "reference": s += _verdict_text(r, ref_name)
         out.append(s + ".")
+    if "p_holm" in table.columns:
+        n = int(table.p_holm.notna().sum())
+        out.append(f"Intervals: {table.interval.iloc[0]}; verdicts Holm-adjusted over {n} comparisons at α = 0.05, "
+                   f"equivalence margin ±{table.margin.iloc[0]:.2f} (TOST).")
+        s_min = table.seeds.min()
+        if s_min < 10: out.append(f"With {s_min} seeds in a row these verdicts are underpowered.")
     return "\n".join(out)
 
 # %% ../nbs/34_studies.ipynb #6668fe72
@@ -94,6 +305,7 @@ def plot_intervals(table: pd.DataFrame,           # an `interval_table`: one bar
                   color=[(colors or {}).get(v, "#2f6db5") for v in table[label]])
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in table.accuracy], fontsize=7, padding=3)
     if chance is not None: ax.axhline(chance, color="#888", ls=":", lw=1, label="chance")
-    ax.set_xticks(x); ax.set_xticklabels([str(v) if "\n" in str(v) else str(v).replace("_", "\n") for v in table[label]], fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(v) if "\n" in str(v) else str(v).replace("_", "\n") for v in table[label]], fontsize=8)
     ax.set_ylim(0, 1.05)
     return ax

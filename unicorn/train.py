@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse, copy, json, math, random, re, shutil, time
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .config import resolve_config, config_dict
+from .machine import choose_dtype, use_all_cores
 from .runs import JsonlShards, RunFolder, RunLayout, atomic_write_json
 from .vlm import UnicornVLM, set_trainable, save_vlm, load_vlm, load_lm, n_trainable
 from .vlm_data import (EmbeddingIndex, VLMDataset, collate, caption_records, easyvqa_records, load_records,
@@ -20,19 +22,20 @@ from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_pre
 
 # %% auto #0
 __all__ = ['PRESETS', 'OPTIMIZERS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'STAGE_DIRS', 'TrainConfig', 'cosine_lr',
-           'batch_indices', 'micro_batch_size', 'StageSchedule', 'stage_accelerator', 'prepare_stage', 'save_stage',
-           'resume_stage', 'StepSampler', 'loader_workers', 'stage_loader', 'Waited', 'micro_batch', 'step_batches',
-           'target_tokens', 'token_weights', 'train_step', 'set_lr', 'checkpoint_due', 'log_step', 'train_stage',
-           'ZeroIndex', 'text_captions', 'balance_question_types', 'condition_data', 'load_base_lm', 'condition_name',
-           'condition_key', 'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm',
-           'stage_schedule', 'stage_settings', 'train_stages', 'train_condition', 'main']
+           'batch_indices', 'micro_batch_size', 'StageSchedule', 'stage_accelerator', 'deepspeed_stage_config',
+           'PreparedStage', 'prepare_stage', 'save_stage', 'resume_stage', 'StepSampler', 'loader_workers',
+           'stage_loader', 'Waited', 'micro_batch', 'step_batches', 'target_tokens', 'token_weights', 'train_step',
+           'set_lr', 'checkpoint_due', 'log_step', 'train_stage', 'ZeroIndex', 'text_captions',
+           'balance_question_types', 'condition_data', 'with_dtype', 'load_base_lm', 'condition_name', 'condition_key',
+           'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm', 'stage_schedule',
+           'stage_settings', 'train_stages', 'train_condition', 'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
 class TrainConfig:
     "Both training stages of the VLM."
-    lm: str = "smollm2"                 # the LM's model source (`unicorn.vlm.parse_lm_source`): "smollm2" (packaged), a hub id, a folder
-    lm_dtype: str = "bfloat16"
+    lm: str = "smollm2"  # the LM's model source (`vlm.parse_lm_source`): "smollm2" (packaged), a hub id, a folder
+    lm_dtype: str = "auto"              # the LM's compute dtype; "auto": the machine's (`unicorn.machine.choose_dtype`)
     projector: str = "mlp2x_gelu"
     k: int = 1                          # visual tokens per image (Unicorn: 576)
     max_len: int = 128
@@ -55,28 +58,33 @@ class TrainConfig:
     prefix_cache: bool = False          # frozen LM only: compute the tokens before <image> once (31a); same loss
     balance_qtypes: bool = False        # easyvqa_text: as many yes/no questions as the mean of shape and colour
     num_threads: int = 0                # torch CPU threads (0: torch's default)
-    input_scale: float = 1.0            # the projector sees input_scale * embedding (mini: √256 = 16; Unicorn feeds raw features)
+    input_scale: float = 1.0  # the projector sees input_scale * embedding (mini: √256 = 16; Unicorn feeds raw features)
 
 PRESETS = {
     # The mini bench: frozen SmolLM2, the image token after the question so that the prompt before it is a cached
     # prefix, question types balanced, the embedding scaled by √256 = 16 before the projector (unit vectors have
     # components ≈ 1/16; LLaVA's projector was designed for O(1) features), then 30 pre-training steps and 40
     # instruction steps of 32, both at lr 1.5e-2. Chosen by measurement on the real-image upper bound (600 visual test
-    # questions, one seed each): without the scale, 10 pre-training steps at lr 5e-4 + 60 steps gave 0.862 / 0.747 / 0.757
-    # (seeds 0-2); with the scale and these steps, 0.965 and 0.958 (seeds 1, 2); the same at lr 3e-3, 0.827 (seed 1).
-    "mini": TrainConfig(pretrain_steps=30, pretrain_lr=1.5e-2, sft_steps=40, batch_size=32, sft_lr=1.5e-2, input_scale=16.0,
+    # questions, one seed each): without the scale, 10 pre-training steps at lr 5e-4 + 60 steps gave 0.862 / 0.747 /
+    # 0.757 (seeds 0-2); with the scale and these steps, 0.965 and 0.958 (seeds 1, 2); the same at lr 3e-3, 0.827 (seed
+    # 1).
+    "mini": TrainConfig(pretrain_steps=30, pretrain_lr=1.5e-2, sft_steps=40, batch_size=32, sft_lr=1.5e-2,
+                        input_scale=16.0,
                         image_position="after_text",
                         prefix_cache=True, balance_qtypes=True),
     # Unicorn's public code: Meta-Llama-3-8B-Instruct, mlp2x_gelu, one embedding repeated 576 times; pre-train the
     # projector (lr 5e-4) then instruction-tune (lr 1e-5), 1 epoch each over Unicorn-1.2M / Unicorn-471K-Instruction.
-    # Batch: the authors' instruction-tuning script (code `script/train/finetune_full.sh`) uses 64 = 8 GPUs x 4 per device
-    # x 2 accumulation steps, and their released checkpoint is step 7,364 (7,364 x 64 = 471K, one epoch): 471_000 // 64 =
-    # 7,359 steps; under configs/accelerate/ddp.yaml (8 processes) a micro-batch is 32 = 4 per device. Their pre-training
-    # script (code `script/train/pretrain.sh`) uses 256 = 8 GPUs x 8 per device x 4 accumulation steps: one epoch of
-    # Unicorn-1.2M is 1_200_000 // 256 = 4,687 steps.
-    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1_200_000 // 256,
+    # Batch: the authors' instruction-tuning script (code `script/train/finetune_full.sh`) uses 64 = 8 GPUs x 4 per
+    # device x 2 accumulation steps, and their released checkpoint is step 7,364 (7,364 x 64 = 471K, one epoch): 471_000
+    # // 64 = 7,359 steps; under configs/accelerate/ddp.yaml (8 processes) a micro-batch is 32 = 4 per device. Their
+    # pre-training script (code `script/train/pretrain.sh`) uses 256 = 8 GPUs x 8 per device x 4 accumulation steps: one
+    # epoch of Unicorn-1.2M would be 1_200_000 // 256 = 4,687 steps, but the authors instruction-tune from their
+    # pre-training's checkpoint-1450 (`script/train/finetune_full.sh`, line 16, Yu-xm/Unicorn f89be62): 1,450 steps x
+    # 256 = 371,200 samples, about 31 % of an epoch. The preset stops there, as they did.
+    "paper": TrainConfig(lm="meta-llama/Meta-Llama-3-8B-Instruct", k=576, max_len=2048, pretrain_steps=1450,
                          pretrain_batch_size=256, pretrain_grad_accum_steps=4,
                          sft_steps=471_000 // 64, sft_lr=1e-5, lm_mode="full", batch_size=64, grad_accum_steps=2,
+                         lm_dtype="bfloat16",
                          warmup_frac=0.03, instruction_set="llava", save_every_steps=500),
 }
 
@@ -97,27 +105,31 @@ def batch_indices(n: int,          # dataset size
                   micro_bs: int,   # samples per micro-batch
                   seed: int        # seeds each epoch's permutation, with the epoch number
                  ) -> list[int]:
-    "Dataset indices of global micro-batch `micro` (size `micro_bs`) for a dataset of `n`, shuffled per epoch by `seed`."
+    """Dataset indices of global micro-batch `micro` (size `micro_bs`) for a dataset of `n`, shuffled per epoch by
+    `seed`."""
     out, pos = [], micro * micro_bs
     while len(out) < micro_bs:
         epoch, off = divmod(pos, n)
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         take = perm[off:off + micro_bs - len(out)].tolist()
-        out += take; pos += len(take)
+        out += take
+        pos += len(take)
     return out
 
 # %% ../nbs/32_train.ipynb #bb1b9ebc
 def micro_batch_size(batch_size: int, grad_accum_steps: int) -> int:
     "Samples per micro-batch when the `batch_size` samples of an optimizer step are split over `grad_accum_steps`."
     micro_bs = batch_size // grad_accum_steps
-    if micro_bs * grad_accum_steps != batch_size: raise ValueError(f"batch_size {batch_size} is not a multiple of grad_accum_steps {grad_accum_steps}")
+    if micro_bs * grad_accum_steps != batch_size:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of grad_accum_steps {grad_accum_steps}")
     return micro_bs
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 @dataclass(frozen=True)
 class StageSchedule:
-    "How one stage trains: its length and learning rate, the batch and how it is split, regularisation, seed, checkpoints."
+    """How one stage trains: its length and learning rate, the batch and how it is split, regularisation, seed,
+    checkpoints."""
     steps: int                    # optimizer steps of the whole stage (the schedule's length)
     lr: float                     # peak learning rate, reached after the warm-up
     batch_size: int = 16          # samples per optimizer step, over all processes and micro-batches
@@ -128,11 +140,12 @@ class StageSchedule:
     seed: int = 0                 # seeds torch and the sample order
     save_every_steps: int = 0     # also checkpoint every this many steps (0: at the end and before a planned stop)
     log_every: int = 10           # print the loss every this many steps (if verbose)
-    optimizer: str = "adamw"      # "adamw" (LLaVA's) or "sgd" (its update is linear in the gradient: the accumulation test)
+    optimizer: str = "adamw"  # "adamw" (LLaVA's) or "sgd" (its update is linear in the gradient: the accumulation test)
 
     def __post_init__(self):
         "Refuse an unknown optimizer, and a batch that the accumulation steps do not divide."
-        if self.optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {list(OPTIMIZERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {list(OPTIMIZERS)}")
         micro_batch_size(self.batch_size, self.grad_accum_steps)
 
     @property
@@ -162,25 +175,47 @@ def stage_accelerator(grad_accum_steps: int, accelerator=None):
     if acc.gradient_accumulation_steps != grad_accum_steps and acc.distributed_type != DistributedType.DEEPSPEED:
         acc.gradient_accumulation_steps = grad_accum_steps
     if acc.gradient_accumulation_steps != grad_accum_steps:
-        raise ValueError(f"the accelerator accumulates over {acc.gradient_accumulation_steps} micro-batches, the schedule over "
-                         f"{grad_accum_steps}: make it with Accelerator(gradient_accumulation_steps={grad_accum_steps}), and "
-                         "leave gradient_accumulation_steps out of the launch config (accelerate's environment variable wins)")
+        raise ValueError(f"the accelerator accumulates over {acc.gradient_accumulation_steps} micro-batches, the "
+                         "schedule over "
+                         f"{grad_accum_steps}: make it with "
+                         f"Accelerator(gradient_accumulation_steps={grad_accum_steps}), and "
+                         "leave gradient_accumulation_steps out of the launch config (accelerate's environment "
+                         "variable wins)")
     return acc
+
+def deepspeed_stage_config(config: dict,             # the DeepSpeed plugin's config (changed in place and returned)
+                           schedule: StageSchedule,  # the stage's batch and accumulation
+                           num_processes: int        # data-parallel processes
+                          ) -> dict:
+    """Write a stage's own batch into DeepSpeed's `config` before the engine is made: the micro-batch per GPU, the
+    accumulation steps and their product. Stages differ (the paper: 256 = 8 × 8 × 4, then 64 = 8 × 4 × 2), and the
+    engine keeps what the first stage's `prepare` filled in unless each stage sets its own."""
+    micro = max(1, schedule.micro_bs // num_processes)
+    config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=schedule.grad_accum_steps,
+                  train_batch_size=micro * schedule.grad_accum_steps * num_processes)
+    return config
+
+class PreparedStage(NamedTuple):
+    "What one training stage steps with: the accelerator, the prepared model and optimizer, the trainable parameters."
+    acc: Any       # the stage's `accelerate.Accelerator` (accumulating over its micro-batches)
+    model: Any     # the prepared model (its forward returns `.loss`)
+    opt: Any       # the prepared optimizer
+    params: list   # the trainable parameters (their gradient norm is clipped together)
 
 def prepare_stage(vlm: UnicornVLM,            # the model: its parameters with `requires_grad` are the ones trained
                   schedule: StageSchedule,    # the optimizer, its learning rate and weight decay, the seed, the batch
                   accelerator=None            # an `accelerate.Accelerator` (None: a new one, see `stage_accelerator`)
-                 ) -> tuple:
-    "`(acc, model, opt, params)`: the accelerator, and `vlm` with an optimizer over its trainable `params`, prepared by it."
+                 ) -> PreparedStage:
+    "The accelerator, and `vlm` with an optimizer over its trainable parameters, prepared by it (`PreparedStage`)."
     from accelerate.utils import DistributedType
     acc = stage_accelerator(schedule.grad_accum_steps, accelerator)
     torch.manual_seed(schedule.seed)
     params = [p for p in vlm.parameters() if p.requires_grad]
     opt = OPTIMIZERS[schedule.optimizer](params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    if acc.distributed_type == DistributedType.DEEPSPEED:      # no dataloader is prepared: DeepSpeed is told the micro-batch
-        acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, schedule.micro_bs // acc.num_processes)
+    if acc.distributed_type == DistributedType.DEEPSPEED:      # no dataloader is prepared: DeepSpeed is told the batch
+        deepspeed_stage_config(acc.state.deepspeed_plugin.deepspeed_config, schedule, acc.num_processes)
     model, opt = acc.prepare(vlm, opt)
-    return acc, model, opt, params
+    return PreparedStage(acc, model, opt, params)
 
 # %% ../nbs/32_train.ipynb #6fa2e53e
 def _new_log() -> dict:
@@ -201,7 +236,7 @@ def _keep_trainable(models: list, weights: list, output_dir) -> None:
         for k in [k for k in w if k not in keep]: del w[k]
 
 def save_stage(ckpt_dir: Path | str,  # the stage's checkpoint folder (created)
-               acc,                   # the stage's `accelerate.Accelerator`: its model, optimizer and RNG states are saved
+               acc,                # the stage's `accelerate.Accelerator`: its model, optimizer and RNG states are saved
                step: int,             # optimizer steps done
                log: dict              # the log so far
               ) -> None:
@@ -222,12 +257,16 @@ def resume_stage(ckpt_dir: Path | str | None,  # the stage's checkpoint folder (
                  acc,                          # the stage's `accelerate.Accelerator`, its model and optimizer prepared
                  verbose: bool = True          # say where training resumes
                 ) -> tuple[int, dict]:
-    "`(start, log)`: the step to go on from and the log so far (model, optimizer and RNG states loaded), or a fresh start."
+    """`(start, log)`: the step to go on from and the log so far (model, optimizer and RNG states loaded), or a fresh
+    start."""
     prog = Path(ckpt_dir) / "progress.json" if ckpt_dir else None
     if prog is None or not prog.exists(): return 0, _new_log()
-    p = json.loads(prog.read_text()); p["log"].setdefault("data_s", [])   # logs saved before data time was logged
-    if not re.fullmatch(r"state-\d+", str(p.get("state"))): raise ValueError(f"{prog}: bad state name {p.get('state')!r}")
-    acc.load_state(str(prog.parent / p["state"]), **_state_kwargs(acc, saving=False))   # safetensors, weights_only loads
+    p = json.loads(prog.read_text())
+    p["log"].setdefault("data_s", [])   # logs saved before data time was logged
+    if not re.fullmatch(r"state-\d+", str(p.get("state"))):
+        raise ValueError(f"{prog}: bad state name {p.get('state')!r}")
+    # safetensors, weights_only loads
+    acc.load_state(str(prog.parent / p["state"]), **_state_kwargs(acc, saving=False))
     if verbose: acc.print(f"resumed at step {p['step']} from {prog.parent / p['state']}")
     return p["step"], p["log"]
 
@@ -263,7 +302,8 @@ def stage_loader(acc,                          # the stage's `accelerate.Acceler
     """A `DataLoader` that yields each micro-batch's items (a list of `dataset` items) in the stage's order from
     `start`; workers fetch ahead, and on a GPU the tensors come pinned so the copy to the device overlaps compute."""
     w = loader_workers(acc.device) if num_workers is None else num_workers
-    return torch.utils.data.DataLoader(dataset, batch_sampler=StepSampler(len(dataset), schedule, start, None, acc.process_index, acc.num_processes),
+    return torch.utils.data.DataLoader(dataset, batch_sampler=StepSampler(len(dataset), schedule, start, None,
+                                                                          acc.process_index, acc.num_processes),
                                        collate_fn=list, num_workers=w, pin_memory=acc.device.type == "cuda",
                                        prefetch_factor=4 if w else None)
 
@@ -283,43 +323,41 @@ def micro_batch(acc,                               # the stage's `accelerate.Acc
                 image_id: int                      # the `<image>` token id (where a prefix ends)
                ) -> dict:
     "Dataset `items` as one micro-batch (`_batch`) on `acc.device`."
-    return {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in _batch(items, pad_id, prefix_cache, image_id).items()}
+    return {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in _batch(items, pad_id, prefix_cache, image_id).items()}
 
-def step_batches(acc,                              # the stage's `accelerate.Accelerator`: this process's slice, its device
+def step_batches(acc,                           # the stage's `accelerate.Accelerator`: this process's slice, its device
                  dataset: VLMDataset,              # the stage's tokenised records
                  step: int,                        # the optimizer step (from 0): it picks the micro-batches
                  schedule: StageSchedule,          # `grad_accum_steps`, `micro_bs` and the sample order's `seed`
                  image_id: int,                    # the `<image>` token id (where a prefix ends)
                  prefix_cache: PrefixCache | None  # cached prefixes of a frozen LM (None: full sequences)
                 ) -> list[dict]:
-    "This process's slice of each of optimizer step `step`'s micro-batches (`StepSampler`), on `acc.device`."
-    fetch = getattr(dataset, "__getitems__", None) or (lambda idx: [dataset[i] for i in idx])
-    return [micro_batch(acc, fetch(idx), dataset.tok.pad_token_id, prefix_cache, image_id)
-            for idx in StepSampler(len(dataset), schedule, step, step + 1, acc.process_index, acc.num_processes)]
+    """This process's slice of each of optimizer step `step`'s micro-batches, on `acc.device`: read through
+    `stage_loader` in this process, the one path by which training fetches its data."""
+    items = iter(stage_loader(acc, dataset, schedule, step, num_workers=0))
+    return [micro_batch(acc, next(items), dataset.tok.pad_token_id, prefix_cache, image_id)
+            for _ in range(schedule.grad_accum_steps)]
 
 def target_tokens(batch: dict) -> int:
-    "Target tokens the model's loss averages over in `batch`: next-token labels that are not `IGNORE` (`UnicornVLM.forward`)."
+    """Target tokens the model's loss averages over in `batch`: next-token labels that are not `IGNORE`
+    (`UnicornVLM.forward`)."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 def token_weights(acc, batches: list[dict]) -> tuple[list[float], int]:
-    """`(weights, n)`: micro-batch `a`'s loss weight `n_a k P / n`, with `n` the step's target tokens over all processes,
+    """`(weights, n)`: micro-batch `a`'s loss weight `n_a k P / n`, `n` the step's target tokens over all processes,
     so that accumulated gradients are those of the whole batch's mean over its target tokens."""
     counts = [target_tokens(b) for b in batches]
     n = int(acc.reduce(torch.tensor(sum(counts), device=acc.device), "sum"))
     return [c * len(batches) * acc.num_processes / max(n, 1) for c in counts], n
 
-def train_step(acc,                              # the stage's `accelerate.Accelerator` (accumulating over the micro-batches)
-               model,                            # the prepared model (its forward returns `.loss`)
-               opt,                              # the prepared optimizer
-               params: list,                     # the trainable parameters (clipped together)
-               dataset: VLMDataset,              # the stage's tokenised records
-               step: int,                        # the optimizer step (from 0)
-               schedule: StageSchedule,          # the batch, its split, the seed and `max_grad_norm`
-               prefix_cache: PrefixCache | None, # cached prefixes of a frozen LM (None: full sequences)
-               batches: list[dict] | None = None # the step's micro-batches if fetched already (None: `step_batches`)
+def train_step(stage: PreparedStage,     # the accelerator, model, optimizer and trainable parameters
+               batches: list[dict],      # the step's micro-batches (`micro_batch`), on the accelerator's device
+               step: int,                # the optimizer step (from 0), for the error message
+               max_grad_norm: float      # clip the gradient norm to this (0: no clipping)
               ) -> float:
     "One optimizer step over its micro-batches, each inside `acc.accumulate`: the batch's mean loss per target token."
-    if batches is None: batches = step_batches(acc, dataset, step, schedule, acc.unwrap_model(model).cfg.image_token_id, prefix_cache)
+    acc, model, opt, params = stage
     weights, n = token_weights(acc, batches)
     total = torch.zeros((), dtype=torch.float64, device=acc.device)
     for batch, w in zip(batches, weights):
@@ -327,8 +365,9 @@ def train_step(acc,                              # the stage's `accelerate.Accel
             loss = model(**batch).loss
             if not torch.isfinite(loss): raise FloatingPointError(f"non-finite loss at step {step + 1}")
             acc.backward(loss * w)                # accelerate divides by grad_accum_steps: see the weights above
-            if acc.sync_gradients and schedule.max_grad_norm: acc.clip_grad_norm_(params, schedule.max_grad_norm)
-            opt.step(); opt.zero_grad(set_to_none=True)
+            if acc.sync_gradients and max_grad_norm: acc.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         total += loss.detach().double() * target_tokens(batch)
     return float(acc.reduce(total, "sum")) / max(n, 1)
 
@@ -354,49 +393,61 @@ def log_step(acc,                     # the stage's `accelerate.Accelerator` (th
              data_s: float = 0.0      # seconds the step waited for its data
             ) -> None:
     "Append the step to `log`, and print it when due."
-    log["step"].append(done); log["loss"].append(loss); log["lr"].append(lr); log["samples_per_s"].append(samples_per_s)
+    log["step"].append(done)
+    log["loss"].append(loss)
+    log["lr"].append(lr)
+    log["samples_per_s"].append(samples_per_s)
     log.setdefault("data_s", []).append(data_s)
     if verbose and (done % schedule.log_every == 0 or done == schedule.steps):
-        acc.print(f"step {done}/{schedule.steps} loss {loss:.4f} lr {lr:.2e} {samples_per_s:.1f} samples/s, data {1e3 * data_s:.1f} ms")
+        acc.print(f"step {done}/{schedule.steps} loss {loss:.4f} lr {lr:.2e} {samples_per_s:.1f} samples/s, data "
+                  f"{1e3 * data_s:.1f} ms")
 
 # %% ../nbs/32_train.ipynb #02e91d57
 def train_stage(vlm: UnicornVLM,                         # only its parameters with `requires_grad` train
                 dataset: VLMDataset,                     # the stage's tokenised records with their embeddings
-                schedule: StageSchedule,                 # steps, learning rate, batch and accumulation, seed, checkpoints
+                schedule: StageSchedule,               # steps, learning rate, batch and accumulation, seed, checkpoints
                 ckpt_dir: Path | str | None = None,      # folder of the resume state (`save_stage`; None: none)
-                accelerator=None,                        # an `accelerate.Accelerator` (None: a new one, see `stage_accelerator`)
+                accelerator=None,               # an `accelerate.Accelerator` (None: a new one, see `stage_accelerator`)
                 stop_after: int | None = None,           # stop after this many steps of this call, saved (None: never)
                 verbose: bool = True,                    # print progress
                 prefix_cache: PrefixCache | None = None  # cached prefixes of a frozen LM (31a; None: full sequences)
-               ) -> dict:                                # the log: `step`, `loss`, `lr`, `samples_per_s`, `data_s` per step
+               ) -> dict:                            # the log: `step`, `loss`, `lr`, `samples_per_s`, `data_s` per step
     "Train `vlm`'s trainable parameters on `dataset` under `schedule`; resumes from `ckpt_dir`'s state if there is one."
-    acc, model, opt, params = prepare_stage(vlm, schedule, accelerator)
+    stage = prepare_stage(vlm, schedule, accelerator)
+    acc, model = stage.acc, stage.model
     start, log = resume_stage(ckpt_dir, acc, verbose)                      # a crashed run goes on where it stopped
     items = Waited(stage_loader(acc, dataset, schedule, start))            # micro-batches' items, in the stage's order
-    batch = lambda image_id=acc.unwrap_model(model).cfg.image_token_id: micro_batch(acc, next(items), dataset.tok.pad_token_id, prefix_cache, image_id)
-    model.train(); t0 = time.time()
+    pad_id, image_id = dataset.tok.pad_token_id, acc.unwrap_model(model).cfg.image_token_id
+    model.train()
+    t0 = time.time()
     for step in range(start, schedule.steps):
         # the step's micro-batches (the time spent waiting for the loader is logged: it must not hold the step up)
-        waited = items.s; batches = [batch() for _ in range(schedule.grad_accum_steps)]; data_s = items.s - waited
+        waited = items.s
+        batches = [micro_batch(acc, next(items), pad_id, prefix_cache, image_id)
+                   for _ in range(schedule.grad_accum_steps)]
+        data_s = items.s - waited
         # the schedule sets this step's learning rate: linear warm-up, then cosine to zero
-        lr = set_lr(opt, schedule, step)
+        lr = set_lr(stage.opt, schedule, step)
         # forward and backward on each micro-batch, then clip and step once (the accelerator accumulates)
-        loss = train_step(acc, model, opt, params, dataset, step, schedule, prefix_cache, batches)
-        log_step(acc, log, schedule, step + 1, loss, lr, schedule.batch_size * (step + 1 - start) / max(1e-9, time.time() - t0), verbose, data_s)
+        loss = train_step(stage, batches, step, schedule.max_grad_norm)
+        log_step(acc, log, schedule, step + 1, loss, lr,
+                 schedule.batch_size * (step + 1 - start) / max(1e-9, time.time() - t0), verbose, data_s)
         # checkpoint at the end, every `save_every_steps`, and before a planned stop, so that a resume loses nothing
         stop = stop_after is not None and step + 1 - start >= stop_after
         if ckpt_dir is not None and checkpoint_due(schedule, step + 1, stop): save_stage(ckpt_dir, acc, step + 1, log)
         if stop: break
     model.eval()
-    acc.free_memory()                     # the accelerator forgets this stage's model and optimizer (the next stage's own)
+    # the accelerator forgets this stage's model and optimizer (the next stage's own)
+    acc.free_memory()
     return log
 
 # %% ../nbs/32_train.ipynb #f919bda2
-SYNTHETIC = ("none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec", "synth2")
+SYNTHETIC = ("none", "unicorn_code", "unicorn_paper", "oracle", "c3", "capdec", "synth2", "realign", "c3_spec")
 CONDITIONS = SYNTHETIC + ("real", "blind")
 
 class ZeroIndex:
-    "The blind condition's 'embeddings': the zero vector for every id (the projector's bias becomes a learned soft prompt)."
+    """The blind condition's 'embeddings': the zero vector for every id (the projector's bias becomes a learned soft
+    prompt)."""
     def __init__(self, dim: int): self.dim, self.roots = dim, ["<zeros>"]
     def __contains__(self, i) -> bool: return True
     def __getitem__(self, i) -> np.ndarray: return np.zeros(self.dim, np.float32)
@@ -408,12 +459,14 @@ def _by_source(captions: list[dict]) -> dict:
         if c.get("source_image"): out.setdefault(c["source_image"], []).append(c["id"])
     return out
 
-TEXT_STORES = RunLayout.TEXT_STORES          # text store -> its folder of synthetic embeddings (see `RunLayout.synthetic`)
+# text store -> its folder of synthetic embeddings (see `RunLayout.synthetic`)
+TEXT_STORES = RunLayout.TEXT_STORES
 
 def text_captions(run: RunFolder, text_store: str = "text") -> list[dict]:
     """The captions behind `emb/<text_store>`: Stage 1's (`text`), their seeds (`seed_text`), or one seed caption per
     labelled easy-VQA train image, id = the image id (`label_text_train`, encoded by 20_encoders)."""
-    if text_store not in TEXT_STORES: raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(TEXT_STORES)}")
+    if text_store not in TEXT_STORES:
+        raise ValueError(f"unknown text_store {text_store!r}: choose one of {list(TEXT_STORES)}")
     if text_store == "label_text_train":
         from unicorn.packaged import easyvqa_images
         lab = easyvqa_images("train").dropna(subset=["shape", "color"])
@@ -421,10 +474,12 @@ def text_captions(run: RunFolder, text_store: str = "text") -> list[dict]:
                 for i, c, s in zip(lab.id, lab["color"], lab["shape"])]
     caps = list(JsonlShards(run.captions))
     if not caps: raise FileNotFoundError(f"{run.captions}: no captions (run Stage 1 first)")
-    return [c | {"caption": c["seed"]} for c in caps] if text_store == "seed_text" else caps   # sparse: the seed is the caption
+    # sparse: the seed is the caption
+    return [c | {"caption": c["seed"]} for c in caps] if text_store == "seed_text" else caps
 
 def balance_question_types(records: list[dict], seed: int = 0) -> list[dict]:
-    "`records` with yes/no questions subsampled to the mean count of shape and colour ones (easy-VQA train is 74 % yes/no)."
+    """`records` with yes/no questions subsampled to the mean count of shape and colour ones (easy-VQA train is 74 %
+    yes/no)."""
     by = {t: [r for r in records if r.get("qtype") == t] for t in ("yes/no", "shape", "color")}
     n = (len(by["shape"]) + len(by["color"])) // 2
     if len(by["yes/no"]) <= n: return records
@@ -453,7 +508,8 @@ def _instruction_records(run: RunFolder, cfg: TrainConfig, image_of: dict, remap
     "`(sft, dropped)`: stage 2's records of `cfg.instruction_set` for the images of `image_of` (or `remap`), and drops."
     if cfg.instruction_set == "easyvqa_text":
         from unicorn.packaged import load_easyvqa
-        sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=cfg.seed, image_position=cfg.image_position)
+        sft, dropped = easyvqa_records(load_easyvqa("train"), image_of, seed=cfg.seed,
+                                       image_position=cfg.image_position)
         if cfg.balance_qtypes: sft = balance_question_types(sft, cfg.seed)
     elif cfg.instruction_set == "llava":
         sft, bad = load_records(run.llava_json, on_error="skip")
@@ -472,20 +528,29 @@ def condition_data(run: RunFolder,               # the run folder: captions, emb
     "Pre-training and instruction records, the embedding index, and whether images are used, for condition `method`."
     if method not in CONDITIONS: raise ValueError(f"unknown condition {method!r}: choose one of {list(CONDITIONS)}")
     caps = text_captions(run, text_store)
-    if text_store == "label_text_train" and method != "blind":      # only the images the run encoded (all, but a few at smoke scale)
+    # only the images the run encoded (all, but a few at smoke scale)
+    if text_store == "label_text_train" and method != "blind":
         have = EmbeddingIndex(run.embeddings("image_train") if method == "real" else run.synthetic(method, text_store))
         caps = [c for c in caps if c["id"] in have]
     index, pt, image_of, remap = _condition_embeddings(run, method, caps, text_store)
     sft, dropped = _instruction_records(run, cfg, image_of, remap, max_llava)
-    return {"pretrain": pt, "sft": sft, "index": index, "use_image": True, "dropped": dropped}
+    return {"pretrain": pt, "sft": sft, "index": index, "dropped": dropped}
 
 # %% ../nbs/32_train.ipynb #38c40088
 _LM_CACHE: dict = {}
 
+def with_dtype(cfg: TrainConfig) -> TrainConfig:
+    "`cfg` with `lm_dtype` 'auto' replaced by the dtype chosen for this machine (`choose_dtype`), so names carry it."
+    if cfg.lm_dtype != "auto": return cfg
+    return replace(cfg, lm_dtype=choose_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu").dtype)
+
 def load_base_lm(cfg: TrainConfig):
-    "`(lm, tok)` for `cfg.lm`, loaded once per process (callers deep-copy before changing weights)."
+    """`(lm, tok)` for `cfg.lm` in `cfg`'s dtype (resolved by `with_dtype`), loaded once per process (callers copy to
+    train)."""
+    cfg = with_dtype(cfg)
     key = (cfg.lm, cfg.lm_dtype)
-    if key not in _LM_CACHE: _LM_CACHE[key] = load_lm(cfg.lm, cfg.lm_dtype)   # `cfg.lm` is a model source (`parse_lm_source`)
+    if key not in _LM_CACHE:
+        _LM_CACHE[key] = load_lm(cfg.lm, cfg.lm_dtype)   # `cfg.lm` is a model source (`parse_lm_source`)
     return _LM_CACHE[key]
 
 def condition_name(method: str, cfg: TrainConfig, text_store: str = "text") -> str:
@@ -493,7 +558,8 @@ def condition_name(method: str, cfg: TrainConfig, text_store: str = "text") -> s
     import hashlib
     ts = "" if text_store == "text" else f"-{text_store}"
     h = hashlib.sha1(json.dumps(config_dict(cfg), sort_keys=True).encode()).hexdigest()[:6]
-    return f"{method}{ts}-{cfg.instruction_set}-k{cfg.k}-pt{cfg.pretrain_steps}-sft{cfg.sft_steps}-s{cfg.seed}-{h}"
+    dt = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(cfg.lm_dtype, cfg.lm_dtype)
+    return f"{method}{ts}-{cfg.instruction_set}-k{cfg.k}-pt{cfg.pretrain_steps}-sft{cfg.sft_steps}-{dt}-s{cfg.seed}-{h}"
 
 def condition_key(method: str, cfg: TrainConfig, text_store: str = "text") -> dict:
     "What a trained condition is keyed by: every setting of `cfg`, the method and the text store."
@@ -545,7 +611,8 @@ def condition_vlm(lm,                # the base LM (`condition_inputs`)
 
 # %% ../nbs/32_train.ipynb #7ac15b08
 def stage_schedule(cfg: TrainConfig, stage: str) -> StageSchedule:
-    "The `StageSchedule` of stage `pretrain` or `sft` under `cfg`: its steps and learning rate, the settings both share."
+    """The `StageSchedule` of stage `pretrain` or `sft` under `cfg`: its steps and learning rate, the settings both
+    share."""
     if stage not in ("pretrain", "sft"): raise ValueError(f"unknown stage {stage!r}: 'pretrain' or 'sft'")
     pre = stage == "pretrain"
     steps, lr = (cfg.pretrain_steps, cfg.pretrain_lr) if pre else (cfg.sft_steps, cfg.sft_lr)
@@ -566,7 +633,7 @@ def stage_settings(cfg: TrainConfig,      # the training settings
 
 def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector trainable (`condition_vlm`)
                  tok,               # its tokenizer
-                 data: dict,        # `condition_data`: `pretrain` and `sft` records, the embedding `index`, `use_image`
+                 data: dict,        # `condition_data`: `pretrain` and `sft` records, the embedding `index`
                  cfg: TrainConfig,  # both stages' steps and learning rates, `k`, `max_len`, and stage 2's `lm_mode`
                  out: Path,         # the checkpoint folder: the stages' resume states go to `stage1/` and `stage2/`
                  common: dict,      # `stage_settings` (`verbose` included)
@@ -574,13 +641,14 @@ def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector tr
                 ) -> tuple[dict, int]:
     "Stage 1 (the projector alone, on the captions), then stage 2 (on the instructions): `(logs, n_sft)`."
     logs = {}
-    if cfg.pretrain_steps and data["use_image"] and data["pretrain"]:
-        ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len, store_dir=store_dir)
+    if cfg.pretrain_steps and data["pretrain"]:
+        ds = VLMDataset(data["pretrain"], tok, data["index"], template="plain", k=cfg.k, max_len=cfg.max_len,
+                        store_dir=store_dir)
         if common["verbose"]: print(f"[train] {out.name}: stage 1 on {len(ds)} captions")
         logs["pretrain"] = train_stage(vlm, ds, stage_schedule(cfg, "pretrain"), ckpt_dir=out / STAGE_DIRS[0], **common)
     set_trainable(vlm, cfg.lm_mode)                                           # stage 2 trains the LM too, per `lm_mode`
     ds = VLMDataset(data["sft"], tok, data["index"], template="chat", k=cfg.k, max_len=cfg.max_len,
-                    use_image=data["use_image"], store_dir=store_dir)
+                    store_dir=store_dir)
     if common["verbose"]: print(f"[train] {out.name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
     logs["sft"] = train_stage(vlm, ds, stage_schedule(cfg, "sft"), ckpt_dir=out / STAGE_DIRS[1], **common)
     return logs, len(ds)
@@ -594,6 +662,7 @@ def train_condition(run: RunFolder,            # the run folder: data come from 
                     accelerator=None           # an `accelerate.Accelerator` (None: each stage makes its own)
                    ) -> Path:
     "Train (or reuse) the VLM of condition `method` under `cfg`; returns its checkpoint folder `vlm/<name>/`."
+    cfg = with_dtype(cfg)                              # 'auto' -> this machine's dtype: the name and key carry it
     name = condition_name(method, cfg, text_store)
     out, key = run.vlm(name), condition_key(method, cfg, text_store)
     if is_trained(out, key):
@@ -602,22 +671,25 @@ def train_condition(run: RunFolder,            # the run folder: data come from 
     mark_pending(out, key)
     lm, tok, data = condition_inputs(run, method, cfg, text_store)
     vlm = condition_vlm(lm, tok, data["index"], cfg)
-    if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(cfg.num_threads or use_all_cores())
     t0 = time.time()
     logs, n_sft = train_stages(vlm, tok, data, cfg, out, stage_settings(cfg, lm, verbose, accelerator), run.tokens)
     save_vlm(vlm, out, tok)
     atomic_write_json(out / "train_config.json", {"config": key, "name": name, "train_s": round(time.time() - t0, 2),
                       "n_pretrain": len(data["pretrain"]), "n_sft": n_sft, "dropped_sft": data["dropped"],
-                      "trainable_params": n_trainable(vlm), "log": logs})
+                      "trainable_params": n_trainable(vlm), "threads": torch.get_num_threads(), "log": logs})
     clear_pending(out)
     return out
 
 # %% ../nbs/32_train.ipynb #500b3069
 def main(argv: list[str] | None = None) -> None:
-    "Train one condition: `python -m unicorn.train --run-dir RUN --method unicorn_code [--profile mini] [--set k=1 ...]`."
+    """Train one condition: `python -m unicorn.train --run-dir RUN --method unicorn_code [--profile mini] [--set k=1
+    ...]`."""
     ap = argparse.ArgumentParser(description="Train the unicorn VLM on one condition.")
-    ap.add_argument("--run-dir", required=True); ap.add_argument("--profile", default="mini")
-    ap.add_argument("--method", default="unicorn_code"); ap.add_argument("--text-store", default="text")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--profile", default="mini")
+    ap.add_argument("--method", default="unicorn_code")
+    ap.add_argument("--text-store", default="text")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. sft_steps=10 lm=tiny")
     a = ap.parse_args(argv)
     over = {}
@@ -625,8 +697,10 @@ def main(argv: list[str] | None = None) -> None:
         k, v = kv.split("=", 1)
         over[k] = type(getattr(TrainConfig(), k))(v)
     cfg = resolve_config(PRESETS, a.profile, **over)
-    acc = stage_accelerator(cfg.grad_accum_steps)          # both stages accumulate over cfg.grad_accum_steps
-    out = train_condition(RunFolder(a.run_dir, profile=a.profile), a.method, cfg, a.text_store, accelerator=acc)
-    acc.print(json.dumps({"checkpoint": str(out), "processes": acc.num_processes}))
+    out = train_condition(RunFolder(a.run_dir, profile=a.profile), a.method, cfg, a.text_store, accelerator=None)
+    # each stage made its own accelerator with its own accumulation
+    from accelerate import PartialState
+    if PartialState().is_main_process:
+        print(json.dumps({"checkpoint": str(out), "processes": PartialState().num_processes}))
 
 if __name__ == "__main__" and "__file__" in globals(): main()

@@ -22,12 +22,14 @@ PROJECTORS = ("linear", "mlp2x_gelu")
 def build_projector(name: str, emb_dim: int, hidden_size: int) -> nn.Module:
     "The projector called `name` from image-embedding width `emb_dim` to the LM's `hidden_size`."
     if name == "linear": return nn.Linear(emb_dim, hidden_size)
-    if name == "mlp2x_gelu": return nn.Sequential(nn.Linear(emb_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+    if name == "mlp2x_gelu":
+        return nn.Sequential(nn.Linear(emb_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
     raise ValueError(f"unknown projector {name!r}: choose one of {list(PROJECTORS)}")
 
 # %% ../nbs/30_vlm.ipynb #965059a3
 IMAGE_TOKEN = "<image>"
-IMAGE_POSITIONS = ("before_text", "after_text")     # LLaVA's order, or the question first (the frozen-LM fast path, 31a)
+# LLaVA's order, or the question first (the frozen-LM fast path, 31a)
+IMAGE_POSITIONS = ("before_text", "after_text")
 
 def image_token_id(tok) -> int:
     "Id of the `<image>` placeholder in `tok`, added as a special token if the tokenizer lacks it."
@@ -55,11 +57,12 @@ class VLMConfig:
     projector: str = "mlp2x_gelu"
     k: int = 1
     image_token_id: int = -1
-    base_lm: str = ""            # the LM's model source (`parse_lm_source`), so a checkpoint can load it back ("": unknown)
+    base_lm: str = ""        # the LM's model source (`parse_lm_source`), so a checkpoint can load it back ("": unknown)
     lm_weights: str = "base"     # how a checkpoint stores the LM: "base" (not at all: load `base_lm`), "saved" (lm/),
-                                 # "adapter" (LoRA in adapter/); "saved" unless `base_lm` is known, and whenever it trains
+                                 # "adapter" (LoRA in adapter/); "saved" unless `base_lm` is known, and whenever it
+                                 # trains
     image_position: str = "before_text"   # where prompts put `<image>`: "before_text" (LLaVA) or "after_text" (see 31a)
-    input_scale: float = 1.0     # the projector sees `input_scale * image_emb` (mini: √d, so unit vectors have O(1) components)
+    input_scale: float = 1.0  # the projector sees `input_scale * image_emb` (mini: √d: unit vectors get O(1) entries)
 
 class UnicornVLM(nn.Module):
     "A causal LM with a projector that turns one image embedding into `k` visual tokens at the `<image>` positions."
@@ -74,16 +77,18 @@ class UnicornVLM(nn.Module):
                 emb_dim: int,                        # width of the image embeddings
                 projector: str = "mlp2x_gelu",       # one of `PROJECTORS`
                 k: int = 1,                          # visual tokens per image
-                base_lm: str = "",                   # `lm`'s model source (`parse_lm_source`; "": unknown, so the LM is saved)
+                base_lm: str = "",            # `lm`'s model source (`parse_lm_source`; "": unknown, so the LM is saved)
                 seed: int = 0,                       # the projector's initialisation
                 image_position: str = "before_text", # where prompts put `<image>`
                 input_scale: float = 1.0             # multiplies the image embedding before the projector
                ):
         "A VLM over `lm`; the projector is initialised with `seed`."
-        if image_position not in IMAGE_POSITIONS: raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
+        if image_position not in IMAGE_POSITIONS:
+            raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
         torch.manual_seed(seed)
         cfg = VLMConfig(emb_dim, lm.config.hidden_size, projector, k, image_token_id(tok), base_lm=base_lm,
-                        lm_weights="base" if base_lm else "saved", image_position=image_position, input_scale=float(input_scale))
+                        lm_weights="base" if base_lm else "saved", image_position=image_position,
+                        input_scale=float(input_scale))
         return cls(lm, cfg)
     @property
     def device(self): return next(self.projector.parameters()).device
@@ -111,13 +116,15 @@ class UnicornVLM(nn.Module):
                 **kw):                   # passed on to the LM (`past_key_values`, `use_cache`, `logits_to_keep`, ...)
         """The LM's output on the mixed text + visual input. With `labels` (-100 = ignored) it carries the mean
         next-token `loss` over the labelled tokens, and `logits` only at the positions that loss scores
-        (`[B, P, V]`): the vocabulary projection is about a fifth of a small LM's compute, and answers are a few tokens."""
+        (`[B, P, V]`): the vocabulary projection is about a fifth of a small LM's compute, and answers are a few
+        tokens."""
         embeds = self.embed(input_ids, image_emb)
         if labels is None:
             return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, **kw)
         nxt = labels[:, 1:]
         keep = (nxt != -100).any(0).nonzero().squeeze(1)          # positions whose next token is scored in some row
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep, **kw)
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                      logits_to_keep=keep, **kw)
         loss = nn.functional.cross_entropy(out.logits.float().flatten(0, 1), nxt[:, keep].flatten(), ignore_index=-100)
         return type(out)(loss=loss, logits=out.logits)
 
@@ -135,7 +142,7 @@ class UnicornVLM(nn.Module):
 LM_MODES = ("frozen", "full", "lora")
 
 def set_trainable(vlm: UnicornVLM,                           # changed in place (and returned)
-                  lm_mode: str = "frozen",                    # "frozen" (projector only), "full" (all of the LM), "lora"
+                  lm_mode: str = "frozen",                   # "frozen" (projector only), "full" (all of the LM), "lora"
                   lora_r: int = 8,                            # LoRA rank (`lm_mode="lora"` only)
                   lora_alpha: int = 16,                       # LoRA scale: updates are scaled by lora_alpha / lora_r
                   lora_targets: tuple = ("q_proj", "v_proj")  # names of the LM modules that get LoRA adapters
@@ -145,7 +152,8 @@ def set_trainable(vlm: UnicornVLM,                           # changed in place 
     if lm_mode == "lora":
         from peft import LoraConfig, get_peft_model, PeftModel
         if not isinstance(vlm.lm, PeftModel):
-            vlm.lm = get_peft_model(vlm.lm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=list(lora_targets),
+            vlm.lm = get_peft_model(vlm.lm,
+                                    LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=list(lora_targets),
                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
         vlm.cfg.lm_weights = "adapter"
     else:
@@ -170,7 +178,8 @@ BARE_LM_NAMES = {"smollm2": "packaged:smollm2", "tiny": "fixture:tiny"}   # shor
 def parse_lm_source(src: str) -> tuple[str, str]:
     """`(prefix, name)` of model source `src`: a declared prefix of `LM_SOURCES`, a short name of `BARE_LM_NAMES`,
     an existing folder (`local`), or else a hub id (`hf-hub`)."""
-    if not isinstance(src, str) or not src.strip(): raise ValueError(f"model source must be a non-empty string, got {src!r}")
+    if not isinstance(src, str) or not src.strip():
+        raise ValueError(f"model source must be a non-empty string, got {src!r}")
     src = BARE_LM_NAMES.get(src, src)
     prefix, sep, name = src.partition(":")
     if sep and prefix in LM_SOURCES:
@@ -180,11 +189,15 @@ def parse_lm_source(src: str) -> tuple[str, str]:
     except (OSError, RuntimeError, ValueError): is_folder = False    # "~nobody/x", a NUL byte: not a folder
     return ("local", src) if is_folder else ("hf-hub", src)
 
-def load_lm(src: str, dtype: str = "bfloat16"):
-    "`(lm, tok)`: the causal LM and tokenizer of model source `src` (see `parse_lm_source`), `lm` in eval mode."
+def load_lm(src: str, dtype: str = "auto"):
+    "`(lm, tok)`: the causal LM and tokenizer of model source `src` (see `parse_lm_source`), in `dtype`, eval mode."
+    if dtype == "auto":                          # the machine's dtype (`unicorn.machine.choose_dtype`)
+        from unicorn.machine import choose_dtype
+        dtype = choose_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu").dtype
     prefix, name = parse_lm_source(src)
     if prefix == "packaged":
-        if name != "smollm2": raise ValueError(f"unknown packaged model {name!r} in {src!r}: the packages ship ['smollm2']")
+        if name != "smollm2":
+            raise ValueError(f"unknown packaged model {name!r} in {src!r}: the packages ship ['smollm2']")
         from unicorn.packaged import load_smollm2
         return load_smollm2(dtype)
     if prefix == "fixture":
@@ -202,16 +215,20 @@ def load_lm(src: str, dtype: str = "bfloat16"):
 def save_vlm(vlm: UnicornVLM, path: Path | str, tok=None) -> Path:
     "Write `vlm` (and tokenizer `tok`) to folder `path`."
     from safetensors.torch import save_file
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in vlm.projector.state_dict().items()}, str(path / "projector.safetensors"))
-    if vlm.cfg.lm_weights in ("saved", "adapter"): vlm.lm.save_pretrained(path / ("lm" if vlm.cfg.lm_weights == "saved" else "adapter"))
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in vlm.projector.state_dict().items()},
+              str(path / "projector.safetensors"))
+    if vlm.cfg.lm_weights in ("saved", "adapter"):
+        vlm.lm.save_pretrained(path / ("lm" if vlm.cfg.lm_weights == "saved" else "adapter"))
     if tok is not None: tok.save_pretrained(path / "tokenizer")
     (path / "vlm_config.json").write_text(json.dumps(asdict(vlm.cfg), indent=2))
     return path
 
 def read_vlm_config(path: Path) -> VLMConfig:
     "The `VLMConfig` in checkpoint folder `path` (one written before `lm_weights` existed is read the old way)."
-    if not (path / "vlm_config.json").exists(): raise FileNotFoundError(f"{path}: no vlm_config.json (not a VLM checkpoint)")
+    if not (path / "vlm_config.json").exists():
+        raise FileNotFoundError(f"{path}: no vlm_config.json (not a VLM checkpoint)")
     d = json.loads((path / "vlm_config.json").read_text())
     if "lm_source" in d:                     # the old single field: "saved", "adapter", or the frozen LM's name
         old = d.pop("lm_source")
@@ -222,13 +239,15 @@ def read_vlm_config(path: Path) -> VLMConfig:
 def load_vlm(path: Path | str, lm=None, dtype=None) -> UnicornVLM:
     "The VLM saved in `path`; its LM from `lm/`, else `lm` if given, else loaded from `base_lm` (`load_lm`)."
     from safetensors.torch import load_file
-    path = Path(path); cfg = read_vlm_config(path)
+    path = Path(path)
+    cfg = read_vlm_config(path)
     if cfg.lm_weights == "saved":
         from transformers import AutoModelForCausalLM
         lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=dtype).eval()
     elif lm is None:
-        if not cfg.base_lm: raise ValueError(f"{path}: checkpoint needs its base LM (no model source recorded); pass lm=")
-        lm = load_lm(cfg.base_lm, "bfloat16" if dtype is None else str(dtype).replace("torch.", ""))[0]
+        if not cfg.base_lm:
+            raise ValueError(f"{path}: checkpoint needs its base LM (no model source recorded); pass lm=")
+        lm = load_lm(cfg.base_lm, "auto" if dtype is None else str(dtype).replace("torch.", ""))[0]
     if cfg.lm_weights == "adapter":
         from peft import PeftModel
         lm = PeftModel.from_pretrained(copy.deepcopy(lm), path / "adapter")

@@ -31,38 +31,48 @@ def _safetensors_header(p: Path) -> tuple[dict, int, int]:
     if size < 8: raise ShardError(f"{p}: truncated safetensors file ({size} bytes, less than its 8-byte header length)")
     with open(p, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
-        if n > size - 8: raise ShardError(f"{p}: header length {n} exceeds the {size - 8} bytes that follow it (truncated or not safetensors)")
+        if n > size - 8:
+            raise ShardError(f"{p}: header length {n} exceeds the {size - 8} bytes that follow it (truncated or not "
+                             "safetensors)")
         try: head = json.loads(f.read(n))
-        except (ValueError, RecursionError) as e: raise ShardError(f"{p}: unreadable safetensors header ({type(e).__name__})") from None
+        except (ValueError, RecursionError) as e:
+            raise ShardError(f"{p}: unreadable safetensors header ({type(e).__name__})") from None
     if not isinstance(head, dict): raise ShardError(f"{p}: safetensors header is not a JSON object")
     return head, 8 + n, size
 
 def _shard_layout(p: Path, head: dict, start: int, size: int) -> tuple[tuple[int, int], int]:
-    "Shape `(n, d)` and data offset of the float16 `embeddings` tensor in header `head` of `p`, checked against the file size."
+    """Shape `(n, d)` and data offset of the float16 `embeddings` tensor in header `head` of `p`, checked against the
+    file size."""
     t = head.get("embeddings")
-    if not isinstance(t, dict) or t.get("dtype") != "F16": raise ShardError(f"{p}: expected a float16 'embeddings' tensor")
+    if not isinstance(t, dict) or t.get("dtype") != "F16":
+        raise ShardError(f"{p}: expected a float16 'embeddings' tensor")
     shape, offs = t.get("shape"), t.get("data_offsets")
     if not (isinstance(shape, list) and len(shape) == 2 and all(type(x) is int and x >= 0 for x in shape)):
         raise ShardError(f"{p}: embeddings must be 2-D [n, d], got shape {shape!r}")
     fits = isinstance(offs, list) and len(offs) == 2 and all(type(x) is int for x in offs)
     if not (fits and 0 <= offs[0] and offs[1] - offs[0] == 2 * shape[0] * shape[1]):     # float16: 2 bytes a value
         raise ShardError(f"{p}: data_offsets {offs!r} do not fit a float16 [{shape[0]}, {shape[1]}] tensor")
-    if start + offs[1] > size: raise ShardError(f"{p}: truncated file: data ends at byte {start + offs[1]}, file has {size}")
+    if start + offs[1] > size:
+        raise ShardError(f"{p}: truncated file: data ends at byte {start + offs[1]}, file has {size}")
     return (shape[0], shape[1]), start + offs[0]
 
 def _shard_ids(p: Path, head: dict) -> list:
     "The ids stored in the metadata of header `head` of `p`."
     meta = head.get("__metadata__")
-    if not isinstance(meta, dict) or not isinstance(meta.get("ids"), str): raise ShardError(f"{p}: no 'ids' in metadata (missing ids)")
+    if not isinstance(meta, dict) or not isinstance(meta.get("ids"), str):
+        raise ShardError(f"{p}: no 'ids' in metadata (missing ids)")
     try: return json.loads(meta["ids"])
-    except (ValueError, RecursionError): raise ShardError(f"{p}: the 'ids' in its metadata are not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise ShardError(f"{p}: the 'ids' in its metadata are not valid JSON") from None
 
 def map_file(p: Path, populate: bool = False):
     """File `p` memory-mapped read-only; `populate` maps every page in at once (Linux `MAP_POPULATE`: no page fault on
-    a later read). Arrays over it come from `np.frombuffer`: plain ndarrays, whose slices cost less than `np.memmap`'s."""
+    a later read). Arrays over it come from `np.frombuffer`: plain ndarrays, whose slices cost less than
+    `np.memmap`'s."""
     import mmap
     with open(p, "rb") as f:
-        return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0), prot=mmap.PROT_READ)
+        return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0),
+                         prot=mmap.PROT_READ)
 
 class EmbeddingIndex:
     """Id → embedding over one or more `EmbeddingShards` stores: an id → (shard, row) dict and memory-mapped shards
@@ -72,6 +82,8 @@ class EmbeddingIndex:
         self.where: dict[str, tuple[int, int]] = {}
         self.mats: list[np.ndarray] = []
         self.paths: list[Path] = []
+        self.maps: list = []             # each shard's mapping (None: empty), whose `size()` is its file's size now
+        self.need: list[int] = []        # the bytes each mapping reads: a file shorter than that would kill the process
         self.dim: int | None = None
         for root in self.roots:
             paths = EmbeddingShards(root).shard_paths()
@@ -87,31 +99,56 @@ class EmbeddingIndex:
         dup = next(iter(self.where.keys() & keys), None)        # nor repeated across shards
         if dup is not None:
             s0, r0 = self.where[dup]
-            raise ShardError(f"{p}: duplicate id {dup!r} in row {keys.index(dup)}, already in row {r0} of {self.paths[s0]}")
-        s = len(self.mats)
-        self.mats.append(np.frombuffer(map_file(p, self.populate), np.float16, n * d, offset).reshape(n, d) if n else np.zeros((0, d), np.float16))
+            raise ShardError(f"{p}: duplicate id {dup!r} in row {keys.index(dup)}, already in row {r0} of "
+                             f"{self.paths[s0]}")
+        s, mm = len(self.mats), map_file(p, self.populate) if n else None
+        mat = np.frombuffer(mm, np.float16, n * d, offset).reshape(n, d) if n else np.zeros((0, d), np.float16)
+        self.mats.append(mat)
         self.paths.append(p)
+        self.maps.append(mm)
+        self.need.append(offset + 2 * n * d)
         self.where.update(zip(keys, ((s, r) for r in range(n))))
+    def check_file(self, s: int) -> None:
+        """`ShardError` naming shard `s`'s file if it is now shorter than what its mapping reads: reading a page past
+        the end of a mapped file is a SIGBUS that kills the process, so every read checks first (one `fstat`)."""
+        mm = self.maps[s]
+        if mm is not None and mm.size() < self.need[s]:
+            raise ShardError(f"{self.paths[s]}: the file shrank to {mm.size()} bytes under the open index (its "
+                             f"rows need {self.need[s]}): it was truncated or rewritten in place while in use; "
+                             "reopen the index")
+    def __getstate__(self) -> dict:
+        "Pickled (for a spawned loader worker), the matrices travel as copies: the mappings and their checks stay here."
+        return {**self.__dict__, "maps": [None] * len(self.maps)}
     def __len__(self) -> int: return len(self.where)
     def __contains__(self, i) -> bool: return str(i) in self.where
     def __getitem__(self, i: str) -> np.ndarray:
         "The embedding of id `i` as float32 [d]; `ShardError` naming file, row and id if it holds NaN or Inf."
         try: s, r = self.where[str(i)]
-        except KeyError: raise MissingEmbeddingError(f"no embedding for id {i!r} in {[str(r) for r in self.roots]}") from None
+        except KeyError:
+            raise MissingEmbeddingError(f"no embedding for id {i!r} in {[str(r) for r in self.roots]}") from None
+        self.check_file(s)
         v = self.mats[s][r].astype(np.float32)            # 2.4 µs where np.asarray(..., np.float32) takes 5.4
-        if not np.isfinite(v).all(): raise ShardError(f"{self.paths[s]}: non-finite value (NaN/Inf) in row {r} (id {str(i)!r})")
+        if not np.isfinite(v).all():
+            raise ShardError(f"{self.paths[s]}: non-finite value (NaN/Inf) in row {r} (id {str(i)!r})")
         return v
     def locate(self, ids: Sequence[str]) -> np.ndarray:
         "The `(shard, row)` of each id as an int64 array [n, 2] (`MissingEmbeddingError` for an id with none)."
         try: return np.array([self.where[str(i)] for i in ids], np.int64).reshape(-1, 2)
-        except KeyError as e: raise MissingEmbeddingError(f"no embedding for id {e.args[0]!r} in {[str(r) for r in self.roots]}") from None
+        except KeyError as e:
+            raise MissingEmbeddingError(f"no embedding for id {e.args[0]!r} in "
+                                        f"{[str(r) for r in self.roots]}") from None
     def read_rows(self, where: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-        "The embeddings at `where` (`locate` of `ids`) as float32 [n, d]: one indexed copy per shard, checked as `[]` checks."
+        """The embeddings at `where` (`locate` of `ids`) as float32 [n, d]: one indexed copy per shard, checked as `[]`
+        checks."""
         out = np.empty((len(where), self.dim or 0), np.float32)
         for s in np.unique(where[:, 0]):
-            m = where[:, 0] == s; out[m] = self.mats[s][where[m, 1]]
-        if not np.isfinite(out.sum()):                      # a float32 sum of float16 values overflows only through NaN/Inf
-            bad = int((~np.isfinite(out)).any(1).argmax()); s, r = where[bad]
+            self.check_file(s)
+            m = where[:, 0] == s
+            out[m] = self.mats[s][where[m, 1]]
+        # a float32 sum of float16 values overflows only through NaN/Inf
+        if not np.isfinite(out.sum()):
+            bad = int((~np.isfinite(out)).any(1).argmax())
+            s, r = where[bad]
             raise ShardError(f"{self.paths[s]}: non-finite value (NaN/Inf) in row {r} (id {str(ids[bad])!r})")
         return out
     def get_many(self, ids: Sequence[str]) -> np.ndarray:
@@ -127,63 +164,80 @@ _LETTER = re.compile(r"^\s*\(?([A-Z])(?:[.):]|\s*$)")
 
 def _short(x, n: int = 60) -> str:
     "`repr(x)`, cut to `n` characters."
-    r = repr(x); return r if len(r) <= n else r[:n - 3] + "..."
+    r = repr(x)
+    return r if len(r) <= n else r[:n - 3] + "..."
 
 def _check_turns(name: str, conv) -> None:
-    "Raise `RecordError` unless `conv` is a non-empty list of alternating human/gpt turns with text, one `<image>` at most, in a question."
+    """Raise `RecordError` unless `conv` is a non-empty list of alternating human/gpt turns with text, one `<image>` at
+    most, in a question."""
     if not isinstance(conv, list) or not conv:
-        raise RecordError(f"{name}: field 'conversations' is {'empty' if not conv else f'a {type(conv).__name__}, not a list'}")
+        raise RecordError(f"{name}: field 'conversations' is "
+                          f"{'empty' if not conv else f'a {type(conv).__name__}, not a list'}")
     n_img = 0
     for j, t in enumerate(conv):
         want = "human" if j % 2 == 0 else "gpt"
         if not isinstance(t, dict) or t.get("from") != want:
-            raise RecordError(f"{name}: field 'conversations[{j}].from' must be {want!r}, got {_short(t.get('from') if isinstance(t, dict) else t)}")
+            raise RecordError(f"{name}: field 'conversations[{j}].from' must be {want!r}, got "
+                              f"{_short(t.get('from') if isinstance(t, dict) else t)}")
         v = t.get("value")
-        if not isinstance(v, str): raise RecordError(f"{name}: field 'conversations[{j}].value' must be text, got {type(v).__name__}")
+        if not isinstance(v, str):
+            raise RecordError(f"{name}: field 'conversations[{j}].value' must be text, got {type(v).__name__}")
         if not v.strip(): raise RecordError(f"{name}: field 'conversations[{j}].value' is empty")
         n_img += v.count(IMAGE_TOKEN)
-        if n_img > 1: raise RecordError(f"{name}: field 'conversations[{j}].value' holds a second {IMAGE_TOKEN} (one image per record)")
-        if want == "gpt" and IMAGE_TOKEN in v: raise RecordError(f"{name}: field 'conversations[{j}].value' holds {IMAGE_TOKEN} in an answer")
+        if n_img > 1:
+            raise RecordError(f"{name}: field 'conversations[{j}].value' holds a second {IMAGE_TOKEN} (one image per "
+                              "record)")
+        if want == "gpt" and IMAGE_TOKEN in v:
+            raise RecordError(f"{name}: field 'conversations[{j}].value' holds {IMAGE_TOKEN} in an answer")
     if len(conv) % 2: raise RecordError(f"{name}: field 'conversations' ends with a human turn (no answer)")
 
 def check_record(rec: dict, where: str = "") -> dict:
     "Return `rec` if it is a well-formed LLaVA record, else raise `RecordError` naming record and field."
     at = f" ({where})" if where else ""
-    if not isinstance(rec, dict): raise RecordError(f"record{at}: must be a JSON object, got {type(rec).__name__} {_short(rec)}")
+    if not isinstance(rec, dict):
+        raise RecordError(f"record{at}: must be a JSON object, got {type(rec).__name__} {_short(rec)}")
     rid = rec.get("id")
     if rid is None or str(rid) == "": raise RecordError(f"record{at}: field 'id' is missing")
     name = f"record {_short(rid)}{at}"
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)): raise RecordError(f"{name}: field 'id' must be a string, got {type(rid).__name__}")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise RecordError(f"{name}: field 'id' must be a string, got {type(rid).__name__}")
     conv = rec.get("conversations")
     _check_turns(name, conv)
     img = rec.get("image")
-    if img is not None and not isinstance(img, str): raise RecordError(f"{name}: field 'image' must be a string id, got {type(img).__name__}")
+    if img is not None and not isinstance(img, str):
+        raise RecordError(f"{name}: field 'image' must be a string id, got {type(img).__name__}")
     has_img = any(IMAGE_TOKEN in t["value"] for t in conv)
-    if has_img and not img: raise RecordError(f"{name}: field 'image' is missing but the conversation holds {IMAGE_TOKEN}")
+    if has_img and not img:
+        raise RecordError(f"{name}: field 'image' is missing but the conversation holds {IMAGE_TOKEN}")
     for j in range(0, len(conv), 2):
         opts = _OPTION.findall(conv[j]["value"])
         m = _LETTER.match(conv[j + 1]["value"])
-        mc = str(rec.get("task_type", "")).lower() in ("mc", "multiple_choice") or "choice" in str(rec.get("task_type", "")).lower()
+        mc = (str(rec.get("task_type", "")).lower() in ("mc", "multiple_choice")
+              or "choice" in str(rec.get("task_type", "")).lower())
         if (opts or mc) and m and m.group(1) not in (opts or list("ABCD")):
             raise RecordError(f"{name}: field 'conversations[{j + 1}].value' answers letter {m.group(1)!r}, "
                               f"not one of the options {opts or list('ABCD')}")
-        if mc and opts and not m: raise RecordError(f"{name}: field 'conversations[{j + 1}].value' gives no option letter "
-                                                   f"for a multiple-choice question ({conv[j + 1]['value'][:40]!r})")
+        if mc and opts and not m:
+            raise RecordError(f"{name}: field 'conversations[{j + 1}].value' gives no option letter "
+                             f"for a multiple-choice question ({conv[j + 1]['value'][:40]!r})")
     return rec
 
 # %% ../nbs/31_vlm_data.ipynb #f9c1a3f5
 def load_records(path_or_records, index=None, on_error: str = "raise") -> tuple[list[dict], list[dict]]:
     "Checked records (from a LLaVA JSON file or a list) and the rejected ones `{id, reason}`; `index` checks image ids."
-    recs = json.loads(Path(path_or_records).read_text()) if isinstance(path_or_records, (str, Path)) else path_or_records
+    recs = (json.loads(Path(path_or_records).read_text()) if isinstance(path_or_records, (str, Path))
+            else path_or_records)
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if not isinstance(recs, list): raise RecordError(f"{path_or_records if isinstance(path_or_records, (str, Path)) else 'records'}: "
-                                                     f"expected a JSON list of records, got {type(recs).__name__}")
+    if not isinstance(recs, list):
+        raise RecordError(f"{path_or_records if isinstance(path_or_records, (str, Path)) else 'records'}: "
+                          f"expected a JSON list of records, got {type(recs).__name__}")
     good, bad = [], []
     for n, r in enumerate(recs):
         try:
             check_record(r, where=f"#{n}")
             if index is not None and r.get("image") and r["image"] not in index:
-                raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding in {[str(x) for x in index.roots]}")
+                raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding in "
+                                  f"{[str(x) for x in index.roots]}")
             good.append(r)
         except RecordError as e:
             if on_error == "raise": raise
@@ -200,7 +254,8 @@ def chat_pieces(tok, conversations: list[dict], system: str | None = SYSTEM_PROM
     pieces, done = [], ""
     for j, t in enumerate(conversations):
         if t["from"] == "human":
-            msgs.append({"role": "user", "content": t["value"]}); continue
+            msgs.append({"role": "user", "content": t["value"]})
+            continue
         prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         msgs.append({"role": "assistant", "content": t["value"]})
         full = tok.apply_chat_template(msgs, tokenize=False)
@@ -225,20 +280,27 @@ def tokenize_record(tok,                                # the LM's tokenizer (ge
     "`{input_ids, labels}` of `rec` with `<image>` expanded to `k` tokens (dropped if not `use_image`)."
     conv = rec["conversations"]
     if not use_image:
-        conv = [{**t, "value": t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()} for t in conv]
+        conv = [{**t, "value": t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()}
+                for t in conv]
     if template == "chat": pieces = chat_pieces(tok, conv, system)
-    elif template == "plain": pieces = plain_pieces(tok, conv) if use_image else [(conv[-1]["value"].strip() + tok.eos_token, True)]
+    elif template == "plain":
+        pieces = plain_pieces(tok, conv) if use_image else [(conv[-1]["value"].strip() + tok.eos_token, True)]
     else: raise ValueError(f"unknown template {template!r}: 'chat' or 'plain'")
     img = image_token_id(tok)
     ids, labels = [], []
     for text, ans in pieces:
         t = tok(text, add_special_tokens=False).input_ids
         if not ans: t = expand_image_tokens(t, img, k)
-        ids += t; labels += t if ans else [IGNORE] * len(t)
+        ids += t
+        labels += t if ans else [IGNORE] * len(t)
     if ids.count(img) not in (0, k): raise ValueError(f"record {rec.get('id')!r}: <image> in more than one place")
-    max_len += ids.count(img) - 1 if img in ids else 0          # max_len counts text tokens; the k visual tokens come on top
+    # max_len counts text tokens; the k visual tokens come on top
+    max_len += ids.count(img) - 1 if img in ids else 0
     if all(l == IGNORE for l in labels[:max_len]):
-        raise RecordError(f"record {rec.get('id')!r}: no answer token within max_len={max_len} (prompt is {labels.index(next(l for l in labels if l != IGNORE)) if any(l != IGNORE for l in labels) else len(ids)} tokens)")
+        raise RecordError(
+            f"record {rec.get('id')!r}: no answer token within max_len={max_len} (prompt is "
+            f"{labels.index(next(l for l in labels if l != IGNORE)) if any(l != IGNORE for l in labels) else len(ids)}"
+            " tokens)")
     return {"input_ids": ids[:max_len], "labels": labels[:max_len]}
 
 # %% ../nbs/31_vlm_data.ipynb #1dba57bf
@@ -249,7 +311,8 @@ def _check_image(r: dict, n: int, index) -> None:
         raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding"
                           f" in {[str(x) for x in index.roots] if index is not None else 'no index'}")
 
-STORE_FORMAT = 1          # bump when the store's layout or `tokenize_record`'s output changes
+STORE_FORMAT = 2          # bump when the store's layout or `tokenize_record`'s output changes (2: checksum, vocab)
+_STORE_TENSORS = (("ids", "I32"), ("labels", "I32"), ("offsets", "I64"), ("entry", "I32"))
 
 def token_fingerprint(records: Sequence[dict],  # LLaVA records (their turns count)
                       tok,                      # the LM's tokenizer
@@ -268,31 +331,121 @@ def token_fingerprint(records: Sequence[dict],  # LLaVA records (their turns cou
     for r in records: h.update(json.dumps(r.get("conversations"), ensure_ascii=False).encode() + b"\0")
     return h.hexdigest()
 
+def _store_spans(p: Path, head: dict, start: int, size: int) -> dict:
+    "Each store tensor's `(dtype, n, first byte, end byte)` in `p`, after checking its header entry's types and bounds."
+    spans = {}
+    for key, dt in _STORE_TENSORS:
+        t = head.get(key)
+        if not isinstance(t, dict) or t.get("dtype") != dt: raise ShardError(f"{p}: expected a {dt} tensor {key!r}")
+        shape, offs, width = t.get("shape"), t.get("data_offsets"), 4 if dt == "I32" else 8
+        if not (isinstance(shape, list) and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0):
+            raise ShardError(f"{p}: tensor {key!r}: field 'shape' must be [n], n >= 0, got {_short(shape)}")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(x) is int for x in offs)
+                and 0 <= offs[0] <= offs[1]):
+            raise ShardError(f"{p}: tensor {key!r}: field 'data_offsets' must be two ints 0 <= a <= b, "
+                             f"got {_short(offs)}")
+        if offs[1] - offs[0] != shape[0] * width:
+            raise ShardError(f"{p}: tensor {key!r} is misplaced: data_offsets {offs} do not hold {shape[0]} values")
+        if start + offs[1] > size:
+            raise ShardError(f"{p}: tensor {key!r} is truncated: it ends at byte {start + offs[1]}, "
+                             f"the file has {size}")
+        spans[key] = (np.int32 if width == 4 else np.int64, shape[0], start + offs[0], start + offs[1])
+    order = sorted((v[2], v[3], k) for k, v in spans.items() if v[1])
+    for (_, end, k1), (begin, _, k2) in zip(order, order[1:]):
+        if begin < end: raise ShardError(f"{p}: tensors {k1!r} and {k2!r} overlap in the file (bytes {begin}-{end})")
+    return spans
+
+def _store_meta(p: Path, head: dict) -> dict:
+    "The store's metadata (`format`, `fingerprint`, `checksum`, `vocab`), checked: a known format, the right types."
+    meta = head.get("__metadata__")
+    if not isinstance(meta, dict): raise ShardError(f"{p}: no metadata (not a token store)")
+    for k in ("format", "fingerprint", "checksum", "vocab"):
+        if not isinstance(meta.get(k), str): raise ShardError(f"{p}: metadata field {k!r} is missing or not a string")
+    if meta["format"] != str(STORE_FORMAT):
+        raise ShardError(f"{p}: store format {_short(meta['format'])} is not this version's ({STORE_FORMAT}): "
+                         "rebuild it")
+    if not re.fullmatch(r"\d{1,12}", meta["vocab"]): raise ShardError(f"{p}: metadata field 'vocab' is not a size")
+    return meta
+
+def _store_checksum(arrays: dict, meta: dict) -> str:
+    "BLAKE2b of a store's four arrays and the metadata it was written with (`fingerprint`, `format`, `vocab`)."
+    h = hashlib.blake2b(json.dumps([meta.get(k) for k in ("format", "fingerprint", "vocab")]).encode(), digest_size=16)
+    for key, _ in _STORE_TENSORS:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.size};".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+def _first(mask: np.ndarray) -> int: return int(np.argmax(mask))
+
+def _check_store_values(p: Path, ids, labels, offsets, entry, vocab: int) -> None:
+    """`ShardError` naming `p` and the place unless offsets rise from 0 over all tokens, entries name sequences, token
+    ids lie in [0, vocab), each label is `IGNORE` or its own token, and every sequence has a supervised label."""
+    n = len(ids)
+    if len(labels) != n or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+        raise ShardError(f"{p}: offsets do not cover ids and labels (they must rise from 0 to {n})")
+    if len(entry) and (entry.min() < 0 or entry.max() >= len(offsets) - 1):
+        i = _first((entry < 0) | (entry >= len(offsets) - 1))
+        raise ShardError(f"{p}: record {i}'s entry {entry[i]} is not one of the {len(offsets) - 1} sequences")
+    seq = lambda i: int(np.searchsorted(offsets, i, side="right")) - 1
+    if n and (ids.min() < 0 or ids.max() >= vocab):
+        i = _first((ids < 0) | (ids >= vocab))
+        raise ShardError(f"{p}: token id {ids[i]} at position {i} (sequence {seq(i)}) is outside the vocabulary "
+                         f"[0, {vocab})")
+    sup = labels != IGNORE
+    bad = np.not_equal(labels, ids, out=np.zeros(n, bool), where=sup)
+    if bad.any():
+        i = _first(bad)
+        raise ShardError(f"{p}: label {labels[i]} at position {i} (sequence {seq(i)}) is neither {IGNORE} "
+                         f"nor its token {ids[i]}")
+    starts = offsets[:-1]
+    empty = offsets[1:] == starts                                       # no token at all, hence no label
+    empty[~empty] = ~np.logical_or.reduceat(sup, starts[~empty]) if n else True
+    if empty.any():
+        raise ShardError(f"{p}: sequence {_first(empty)} has no supervised label (all {IGNORE}): its loss would be NaN")
+
 class TokenStore:
     """Every record's token ids and labels, tokenised once, in flat int32 arrays: sequence `u` is
     `ids[offsets[u]:offsets[u+1]]` (labels alike) and record `i` reads sequence `entry[i]`, so records that share
-    their text share one sequence. One safetensors file on disk (`save`), memory-mapped when read back (`load`)."""
-    def __init__(self, ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray, entry: np.ndarray, fingerprint: str = "",
-                 path: Path | None = None):
-        self.ids, self.labels, self.offsets, self.entry, self.fingerprint, self.path = ids, labels, offsets, entry, fingerprint, path
-        self.start, self.stop = offsets[entry], offsets[np.asarray(entry, np.int64) + 1]   # per record, in memory (16 bytes each)
+    their text share one sequence. One safetensors file on disk (`save`, with a checksum of its contents), checked and
+    memory-mapped when read back (`load`)."""
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray, entry: np.ndarray,
+                 fingerprint: str = "",
+                 path: Path | None = None, vocab: int | None = None, mapped=None):
+        self.ids, self.labels, self.offsets, self.entry, self.fingerprint, self.path = (ids, labels, offsets, entry,
+                                                                                        fingerprint, path)
+        self.vocab, self.mapped = vocab, mapped     # the tokenizer's size; the file's mapping (`check_file`)
+        # per record, in memory (16 bytes each)
+        self.start, self.stop = offsets[entry], offsets[np.asarray(entry, np.int64) + 1]
     def __len__(self) -> int: return len(self.entry)
+    def __getstate__(self) -> dict:
+        "Pickled (for a spawned loader worker), the arrays travel as copies: the mapping and its check stay here."
+        return {**self.__dict__, "mapped": None}
+    def check_file(self) -> None:
+        "`ShardError` naming the file if it shrank under the mapping (a read past its end would kill the process)."
+        if self.mapped is not None and self.mapped[0].size() < self.mapped[1]:
+            raise ShardError(f"{self.path}: the file shrank to {self.mapped[0].size()} bytes while in use (the store "
+                             f"needs {self.mapped[1]}): it was truncated or rewritten in place; reopen it")
     def __getitem__(self, i: int) -> dict:
         "Record `i`'s `{input_ids, labels}` as lists of ints (what `tokenize_record` returns)."
+        self.check_file()
         a, b = self.start[i], self.stop[i]
         return {"input_ids": self.ids[a:b].tolist(), "labels": self.labels[a:b].tolist()}
     def many(self, idx: Sequence[int]) -> list[dict]:
         "Records `idx`' items at once: one gather and one `tolist` for all their tokens, then cut per record."
         if not len(idx): return []
-        idx = np.asarray(idx, np.int64); a, n = self.start[idx], self.stop[idx] - self.start[idx]
-        ends = np.cumsum(n); pos = np.arange(ends[-1]) + np.repeat(a - (ends - n), n)
+        self.check_file()
+        idx = np.asarray(idx, np.int64)
+        a, n = self.start[idx], self.stop[idx] - self.start[idx]
+        ends = np.cumsum(n)
+        pos = np.arange(ends[-1]) + np.repeat(a - (ends - n), n)
         ids, labels, cut = self.ids[pos].tolist(), self.labels[pos].tolist(), [0, *ends.tolist()]
         return [{"input_ids": ids[cut[j]:cut[j + 1]], "labels": labels[cut[j]:cut[j + 1]]} for j in range(len(idx))]
     @classmethod
     def from_records(cls,
                      records: Sequence[dict],             # LLaVA records
                      tok,                                 # the LM's tokenizer
-                     index,                               # their embeddings (each record's image checked if `use_image`)
+                     index,                              # their embeddings (each record's image checked if `use_image`)
                      template: str = "chat",              # "chat" or "plain" (`tokenize_record`)
                      k: int = 1,                          # visual tokens per image
                      max_len: int = 512,                  # text tokens kept
@@ -300,43 +453,51 @@ class TokenStore:
                      system: str | None = SYSTEM_PROMPT,  # the chat template's system turn
                      fingerprint: str = ""                # `token_fingerprint` of the above, kept with the store
                     ) -> "TokenStore":
-        "Check (`check_record`, and that each image is in `index` if `use_image`) and tokenise (`tokenize_record`) every record once."
+        """Check (`check_record`, and that each image is in `index` if `use_image`) and tokenise (`tokenize_record`)
+        every record once."""
         import array
-        ids, labels, offsets, entry, memo = array.array("i"), array.array("i"), array.array("q", [0]), array.array("i"), {}
+        ids, labels, offsets, entry, memo = (array.array("i"), array.array("i"), array.array("q", [0]),
+                                             array.array("i"), {})
         for n, r in enumerate(records):
             check_record(r, where=f"#{n}")
             if use_image: _check_image(r, n, index)
             key = tuple((t["from"], t["value"]) for t in r["conversations"])
             if key not in memo:
                 t = tokenize_record(tok, r, template, k, max_len, use_image, system)
-                memo[key] = len(offsets) - 1; ids.extend(t["input_ids"]); labels.extend(t["labels"]); offsets.append(len(ids))
+                memo[key] = len(offsets) - 1
+                ids.extend(t["input_ids"])
+                labels.extend(t["labels"])
+                offsets.append(len(ids))
             entry.append(memo[key])
         arr = lambda a, dt: np.frombuffer(a, dt).copy() if len(a) else np.zeros(0, dt)
-        return cls(arr(ids, np.int32), arr(labels, np.int32), arr(offsets, np.int64), arr(entry, np.int32), fingerprint)
+        return cls(arr(ids, np.int32), arr(labels, np.int32), arr(offsets, np.int64), arr(entry, np.int32), fingerprint,
+                   vocab=len(tok))
     def save(self, path: Path | str) -> Path:
-        "Write the store to `path` atomically (a temporary file, fsync, rename); its fingerprint goes in the metadata."
+        """Write the store to `path` atomically (a temporary file, fsync, rename), its metadata holding the fingerprint,
+        the format, the vocabulary size and a checksum of all of it (`_store_checksum`)."""
         from safetensors.numpy import save
-        arrays = {"ids": self.ids, "labels": self.labels, "offsets": self.offsets, "entry": self.entry}
-        return atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                                             metadata={"fingerprint": self.fingerprint, "format": str(STORE_FORMAT)}))
+        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k, _ in _STORE_TENSORS}
+        vocab = self.vocab if self.vocab is not None else int(self.ids.max()) + 1 if len(self.ids) else 0
+        meta = {"fingerprint": self.fingerprint, "format": str(STORE_FORMAT), "vocab": str(vocab)}
+        return atomic_write_bytes(path, save(arrays, metadata={**meta, "checksum": _store_checksum(arrays, meta)}))
     @classmethod
-    def load(cls, path: Path | str) -> "TokenStore":
-        "Memory-map a saved store (every page mapped in at once: `map_file`); `ShardError` naming the file if it is damaged."
-        p = Path(path); head, start, size = _safetensors_header(p); out = {}; mm = None
-        for key, dt in (("ids", "I32"), ("labels", "I32"), ("offsets", "I64"), ("entry", "I32")):
-            t = head.get(key)
-            if not isinstance(t, dict) or t.get("dtype") != dt or len(t.get("shape", [])) != 1:
-                raise ShardError(f"{p}: expected a 1-D {dt} tensor {key!r}")
-            (a, b), n = t["data_offsets"], t["shape"][0]
-            if start + b > size or b - a != n * (4 if dt == "I32" else 8): raise ShardError(f"{p}: tensor {key!r} is truncated or misplaced")
-            if mm is None and n: mm = map_file(p, populate=True)
-            out[key] = np.frombuffer(mm, np.int32 if dt == "I32" else np.int64, n, start + a) if n else np.zeros(0, np.int32 if dt == "I32" else np.int64)
-        if len(out["offsets"]) == 0 or out["offsets"][-1] != len(out["ids"]) or len(out["labels"]) != len(out["ids"]):
-            raise ShardError(f"{p}: offsets do not cover ids and labels")
-        o, e = out["offsets"], out["entry"]
-        if o[0] != 0 or (np.diff(o) < 0).any() or (len(e) and (e.min() < 0 or e.max() >= len(o) - 1)):
-            raise ShardError(f"{p}: offsets are not increasing from 0, or an entry points past the last sequence")
-        return cls(**out, fingerprint=(head.get("__metadata__") or {}).get("fingerprint", ""), path=p)
+    def load(cls, path: Path | str, vocab: int | None = None) -> "TokenStore":
+        """Memory-map a saved store, checked first: its header (`_store_spans`, `_store_meta`), its checksum, and its
+        values (`_check_store_values`, ids below `vocab` if given, else the size it was written with). Anything amiss
+        is a `ShardError` naming the file: an edited or damaged store never trains."""
+        p = Path(path)
+        head, start, size = _safetensors_header(p)
+        spans, meta = _store_spans(p, head, start, size), _store_meta(p, head)
+        mm = map_file(p, populate=True) if any(n for _, n, _, _ in spans.values()) else None
+        out = {k: np.frombuffer(mm, dt, n, a) if n else np.zeros(0, dt) for k, (dt, n, a, _) in spans.items()}
+        if _store_checksum(out, meta) != meta["checksum"]:
+            raise ShardError(f"{p}: contents do not match the checksum written with them (edited or damaged): "
+                             "rebuild it")
+        size_now = int(meta["vocab"]) if vocab is None else min(vocab, int(meta["vocab"]))
+        _check_store_values(p, out["ids"], out["labels"], out["offsets"], out["entry"], size_now)
+        need = max((e for _, n, _, e in spans.values() if n), default=0)
+        return cls(**out, fingerprint=meta["fingerprint"], path=p, vocab=int(meta["vocab"]),
+                   mapped=(mm, need) if mm else None)
 
 def token_store(records: Sequence[dict],            # LLaVA records
                 tok,                                # the LM's tokenizer
@@ -355,7 +516,7 @@ def token_store(records: Sequence[dict],            # LLaVA records
     fp = token_fingerprint(records, tok, template, k, max_len, use_image, system)
     path = Path(folder) / f"{template}-{fp[:24]}.safetensors"
     if path.exists():
-        st = TokenStore.load(path)
+        st = TokenStore.load(path, vocab=len(tok))
         if st.fingerprint == fp and len(st) == len(records):
             if use_image:
                 for n, r in enumerate(records): _check_image(r, n, index)      # the embeddings are the condition's own
@@ -374,17 +535,21 @@ class VLMDataset(torch.utils.data.Dataset):
         self.max_len, self.use_image, self.system = max_len, use_image, system
         self.store = token_store(records, tok, index, template, k, max_len, use_image, system, store_dir)
         self.images = [r["image"] for r in records] if use_image else None
-        self.rows = index.locate(self.images) if use_image and hasattr(index, "locate") else None   # (shard, row) per record
+        # (shard, row) per record
+        self.rows = index.locate(self.images) if use_image and hasattr(index, "locate") else None
     def __len__(self) -> int: return len(self.records)
     def __getitem__(self, i: int) -> dict:
         out = self.store[i]
         out["image_emb"] = torch.from_numpy(self.index[self.images[i]]) if self.use_image else None
         return out
     def __getitems__(self, idx: Sequence[int]) -> list[dict]:
-        "Items `idx` at once (what a `DataLoader` with a batch sampler calls): the same items, the embeddings read together."
+        """Items `idx` at once (what a `DataLoader` with a batch sampler calls): the same items, the embeddings read
+        together."""
         items = self.store.many(idx)
         if not self.use_image: embs = [None] * len(idx)
-        elif self.rows is not None: embs = torch.from_numpy(self.index.read_rows(self.rows[np.asarray(idx, np.int64)], [self.images[i] for i in idx])).unbind(0)
+        elif self.rows is not None:
+            embs = torch.from_numpy(self.index.read_rows(self.rows[np.asarray(idx, np.int64)],
+                                                         [self.images[i] for i in idx])).unbind(0)
         else: embs = [torch.from_numpy(self.index[self.images[i]]) for i in idx]
         for it, e in zip(items, embs): it["image_emb"] = e
         return items
@@ -392,11 +557,14 @@ class VLMDataset(torch.utils.data.Dataset):
 def collate(batch: list[dict], pad_id: int) -> dict:
     "Right-pad a batch: `input_ids`, `attention_mask`, `labels` (-100 on padding), `image_emb` (zeros where none)."
     n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.full((len(batch), n), pad_id, dtype=torch.long); labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
     for j, b in enumerate(batch):
         m = len(b["input_ids"])
-        ids[j, :m] = torch.tensor(b["input_ids"]); labels[j, :m] = torch.tensor(b["labels"]); mask[j, :m] = 1
+        ids[j, :m] = torch.tensor(b["input_ids"])
+        labels[j, :m] = torch.tensor(b["labels"])
+        mask[j, :m] = 1
     embs = [b.get("image_emb") for b in batch]
     out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     if any(e is not None for e in embs):
@@ -428,13 +596,17 @@ def easyvqa_records(questions,                          # easy-VQA questions (`q
                     seed: int = 0,                       # seeds the draws from the lists of `image_of`
                     image_position: str = "before_text"  # `<image>` in the prompt: "before_text" or "after_text"
                    ) -> tuple[list[dict], int]:
-    "easy-VQA train questions as records whose `image` is `image_of[image id]` (a list: one picked per question); also the count dropped for lack of one."
+    """easy-VQA train questions as records whose `image` is `image_of[image id]` (a list: one picked per question); also
+    the count dropped for lack of one."""
     rng = np.random.default_rng(seed)
     out, dropped = [], 0
     for q in questions.itertuples():
         opts = image_of.get(f"{q.split}-img{q.image_id}")
-        if not opts: dropped += 1; continue
+        if not opts:
+            dropped += 1
+            continue
         img = opts[rng.integers(len(opts))] if isinstance(opts, (list, tuple)) else opts
         out.append({"id": q.qid, "image": img, "task_type": "easyvqa", "qtype": q.qtype, "conversations": [
-            {"from": "human", "value": vqa_prompt(q.question, True, image_position)}, {"from": "gpt", "value": q.answer}]})
+            {"from": "human", "value": vqa_prompt(q.question, True, image_position)},
+            {"from": "gpt", "value": q.answer}]})
     return out, dropped
