@@ -15,6 +15,7 @@ def ray_local():
     "One local Ray instance (1 CPU) for the module; test-module functions are shipped to workers by value."
     import ray, ray.cloudpickle
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # Ray workers cannot import a test module
+    if ray.is_initialized(): ray.shutdown()                             # another module's instance
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -223,6 +223,12 @@ def check_record(rec: dict, where: str = "") -> dict:
     return rec
 
 # %% ../nbs/31_vlm_data.ipynb #f9c1a3f5
+def _index_name(index) -> str:
+    "Where an embedding index reads from, for an error message (its `roots`, or what kind of mapping it is)."
+    if index is None: return "no index"
+    roots = getattr(index, "roots", None)
+    return str([str(x) for x in roots]) if roots is not None else f"a {type(index).__name__} of {len(index)} embeddings"
+
 def load_records(path_or_records, index=None, on_error: str = "raise") -> tuple[list[dict], list[dict]]:
     "Checked records (from a LLaVA JSON file or a list) and the rejected ones `{id, reason}`; `index` checks image ids."
     recs = (json.loads(Path(path_or_records).read_text()) if isinstance(path_or_records, (str, Path))
@@ -237,7 +243,7 @@ def load_records(path_or_records, index=None, on_error: str = "raise") -> tuple[
             check_record(r, where=f"#{n}")
             if index is not None and r.get("image") and r["image"] not in index:
                 raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding in "
-                                  f"{[str(x) for x in index.roots]}")
+                                  f"{_index_name(index)}")
             good.append(r)
         except RecordError as e:
             if on_error == "raise": raise
@@ -309,7 +315,7 @@ def _check_image(r: dict, n: int, index) -> None:
     if not r.get("image"): raise RecordError(f"record {r['id']!r} (#{n}): field 'image' is missing")
     if index is None or r["image"] not in index:
         raise RecordError(f"record {r['id']!r} (#{n}): field 'image' = {r['image']!r} has no embedding"
-                          f" in {[str(x) for x in index.roots] if index is not None else 'no index'}")
+                          f" in {_index_name(index)}")
 
 STORE_FORMAT = 2          # bump when the store's layout or `tokenize_record`'s output changes (2: checksum, vocab)
 _STORE_TENSORS = (("ids", "I32"), ("labels", "I32"), ("offsets", "I64"), ("entry", "I32"))
