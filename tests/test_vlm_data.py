@@ -126,5 +126,9 @@ def test_check_record_takes_any_json_value(rec):
     except RecordError: return
     good, bad = load_records([rec], on_error="skip")                   # a record that passes also loads ...
     assert good == [rec] and bad == []
-    ds = VLMDataset([rec], TOK, EMB, k=2, max_len=512, use_image=bool(rec.get("image")))   # ... and tokenises
+    if rec.get("image") and rec["image"] not in EMB:                  # ... and names an image the index lacks
+        with pytest.raises(RecordError, match=r"field 'image' = .* has no embedding in a dict of 1 embeddings"):
+            VLMDataset([rec], TOK, EMB, k=2, max_len=512)
+        return
+    ds = VLMDataset([rec], TOK, EMB, k=2, max_len=512, use_image=bool(rec.get("image")))   # ... or tokenises
     assert ds[0]["input_ids"].count(image_token_id(TOK)) in (0, 2)
