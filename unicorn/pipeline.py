@@ -177,7 +177,8 @@ def run_pipeline(profile: str = "mini",              # the profile every noteboo
     record_machine(run)
     os.environ["MPLBACKEND"] = INLINE_BACKEND        # the kernels inherit it: figures stay in the executed notebooks
     for i, step in enumerate(steps):
-        left, measured = eta_s(steps[i:], speed_factor(done)), speed_factor(done) != 1.0
+        factor = speed_factor(done)                  # 1.0 (the table as it is) until a step of >= 30 s has run here
+        left, measured = eta_s(steps[i:], factor), any(est >= 30 for est, _ in done)
         print(f"[pipeline {i + 1}/{len(steps)}] {step.notebook}  elapsed {(time.time() - t_start) / 60:.1f} min, "
               f"about {left / 60:.1f} min left ({'measured here' if measured else 'reference table'})  "
               f"{step_params(step, scale)}", flush=True)
