@@ -97,7 +97,8 @@ def score_domain_questions(vlm,                      # the trained VLM
     for qtype, pos in questions.groupby("qtype").indices.items():
         g = questions.iloc[pos]
         cands = list(DOMAINS[g.domain.iloc[0]][qtype][1])
-        ps = [prompt_ids(tok, vqa_prompt(q, True, vlm.cfg.image_position), vlm.cfg.k) for q in g.question]
+        ps = [prompt_ids(tok, vqa_prompt(q, True, vlm.cfg.image_position), vlm.cfg.k,
+                         image_at_answer=vlm.cfg.image_position == "answer_start") for q in g.question]
         lp = rank_answers_cached(vlm, tok, cache, ps, cands, index.get_many(g.id), batch_size)
         out[pos] = np.array(cands)[lp.argmax(1)] == g.answer.to_numpy()
     return out

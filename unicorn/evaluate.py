@@ -15,7 +15,7 @@ import torch
 from .config import resolve_config, config_dict
 from .runs import RunFolder, atomic_write_json
 from .vlm import UnicornVLM, expand_image_tokens, image_token_id, load_vlm
-from .vlm_data import EmbeddingIndex, IGNORE, SYSTEM_PROMPT, vqa_prompt
+from .vlm_data import EmbeddingIndex, IGNORE, SYSTEM_PROMPT, image_to_answer, vqa_prompt
 from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
@@ -28,11 +28,14 @@ __all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuati
 def prompt_ids(tok,                                   # the VLM's tokenizer (gets `<image>` if it lacks it)
                user_text: str,                        # the user turn, with `<image>` where the image goes (if any)
                k: int = 1,                            # visual tokens the `<image>` placeholder expands to
-               system: str | None = SYSTEM_PROMPT     # the system turn (None: none)
+               system: str | None = SYSTEM_PROMPT,    # the system turn (None: none)
+               image_at_answer: bool = False          # `<image>` moved after the assistant header (`image_to_answer`)
               ) -> list[int]:
-    "Token ids of a one-turn chat prompt (ending with the assistant header), `<image>` expanded to `k`."
+    """Token ids of a one-turn chat prompt (ending with the assistant header, or with the image if `image_at_answer`),
+    `<image>` expanded to `k`: the tokens a VLM trained with `tokenize_record` saw before its answer."""
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if image_at_answer: text = image_to_answer(text)
     return expand_image_tokens(tok(text, add_special_tokens=False).input_ids, image_token_id(tok), k)
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -277,7 +280,8 @@ def evaluate_vlm(vlm: UnicornVLM,                     # the model to evaluate
     "Predictions per question (`pred_likelihood`, `pred_generate`) and accuracy tables per mode."
     from unicorn.packaged import easyvqa_answers
     use_image = image_emb is not None
-    ps = [prompt_ids(tok, vqa_prompt(q, use_image, vlm.cfg.image_position), vlm.cfg.k if use_image else 1)
+    ps = [prompt_ids(tok, vqa_prompt(q, use_image, vlm.cfg.image_position), vlm.cfg.k if use_image else 1,
+                     image_at_answer=use_image and vlm.cfg.image_position == "answer_start")
           for q in questions.question]
     preds, metrics, shares = questions.copy(), {}, type_shares()
     for mode in modes:

@@ -222,9 +222,9 @@ class UnicornLMM(lmms):
     def _prompt(self, context: str, emb) -> list[int]:
         "Prompt ids of `context`, with `<image>` where the checkpoint's prompts put it when there is an image."
         if emb is None: return prompt_ids(self.tok, context, 1)
-        after = self.vlm.cfg.image_position == "after_text"
-        text = f"{context}\n{IMAGE_TOKEN}" if after else f"{IMAGE_TOKEN}\n{context}"
-        return prompt_ids(self.tok, text, self.vlm.cfg.k)
+        pos = self.vlm.cfg.image_position
+        text = f"{context}\n{IMAGE_TOKEN}" if pos != "before_text" else f"{IMAGE_TOKEN}\n{context}"
+        return prompt_ids(self.tok, text, self.vlm.cfg.k, image_at_answer=pos == "answer_start")
     def _visual(self, doc_to_visual, doc_id, task, split) -> np.ndarray | None:
         "The request's image embedding, from its document in `self.task_dict` (set by lmms-eval's evaluator)."
         where = f"task {task!r} split {split!r} document {doc_id}"

@@ -47,7 +47,7 @@ STEPS: list[Step] = [
     # The headline (52: text-only vs no transfer vs real images vs blind) and when the shift matters (54)
     Step("52_study_shift_ablation.ipynb",
          {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
-         full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
+         demo={"n_per_type": 100}, full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
     Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None,
          full={"methods": ["none", "unicorn_code"]}, est_s=1500),
     # Gap geometry and domains

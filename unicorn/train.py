@@ -17,7 +17,7 @@ from .machine import choose_dtype, use_all_cores
 from .runs import JsonlShards, RunFolder, RunLayout, atomic_write_json
 from .vlm import UnicornVLM, set_trainable, save_vlm, load_vlm, load_lm, n_trainable
 from .vlm_data import (EmbeddingIndex, VLMDataset, collate, caption_records, easyvqa_records, load_records,
-                              IGNORE, RecordError)
+                              IGNORE, RecordError, sft_template)
 from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
@@ -54,7 +54,7 @@ class TrainConfig:
     instruction_set: str = "easyvqa_text"   # "easyvqa_text" (control) or "llava" (Stage 2's conversations)
     save_every_steps: int = 0           # 0: only at the end of a stage
     seed: int = 0
-    image_position: str = "before_text" # "before_text" (LLaVA) or "after_text" (the question is a cached prefix, 31a)
+    image_position: str = "before_text" # "before_text" (LLaVA), "after_text" or "answer_start" (cached prefixes, 31a)
     prefix_cache: bool = False          # frozen LM only: compute the tokens before <image> once (31a); same loss
     balance_qtypes: bool = False        # easyvqa_text: as many yes/no questions as the mean of shape and colour
     num_threads: int = 0                # torch CPU threads (0: torch's default)
@@ -647,8 +647,8 @@ def train_stages(vlm: UnicornVLM,   # the condition's VLM, only its projector tr
         if common["verbose"]: print(f"[train] {out.name}: stage 1 on {len(ds)} captions")
         logs["pretrain"] = train_stage(vlm, ds, stage_schedule(cfg, "pretrain"), ckpt_dir=out / STAGE_DIRS[0], **common)
     set_trainable(vlm, cfg.lm_mode)                                           # stage 2 trains the LM too, per `lm_mode`
-    ds = VLMDataset(data["sft"], tok, data["index"], template="chat", k=cfg.k, max_len=cfg.max_len,
-                    store_dir=store_dir)
+    ds = VLMDataset(data["sft"], tok, data["index"], template=sft_template(cfg.image_position), k=cfg.k,
+                    max_len=cfg.max_len, store_dir=store_dir)
     if common["verbose"]: print(f"[train] {out.name}: stage 2 on {len(ds)} conversations ({cfg.instruction_set})")
     logs["sft"] = train_stage(vlm, ds, stage_schedule(cfg, "sft"), ckpt_dir=out / STAGE_DIRS[1], **common)
     return logs, len(ds)

@@ -29,7 +29,7 @@ def build_projector(name: str, emb_dim: int, hidden_size: int) -> nn.Module:
 # %% ../nbs/30_vlm.ipynb #965059a3
 IMAGE_TOKEN = "<image>"
 # LLaVA's order, or the question first (the frozen-LM fast path, 31a)
-IMAGE_POSITIONS = ("before_text", "after_text")
+IMAGE_POSITIONS = ("before_text", "after_text", "answer_start")
 
 def image_token_id(tok) -> int:
     "Id of the `<image>` placeholder in `tok`, added as a special token if the tokenizer lacks it."
@@ -61,7 +61,7 @@ class VLMConfig:
     lm_weights: str = "base"     # how a checkpoint stores the LM: "base" (not at all: load `base_lm`), "saved" (lm/),
                                  # "adapter" (LoRA in adapter/); "saved" unless `base_lm` is known, and whenever it
                                  # trains
-    image_position: str = "before_text"   # where prompts put `<image>`: "before_text" (LLaVA) or "after_text" (see 31a)
+    image_position: str = "before_text"   # where prompts put `<image>`: one of `IMAGE_POSITIONS` (see 31a)
     input_scale: float = 1.0  # the projector sees `input_scale * image_emb` (mini: √d: unit vectors get O(1) entries)
 
 class UnicornVLM(nn.Module):
@@ -117,14 +117,18 @@ class UnicornVLM(nn.Module):
         """The LM's output on the mixed text + visual input. With `labels` (-100 = ignored) it carries the mean
         next-token `loss` over the labelled tokens, and `logits` only at the positions that loss scores
         (`[B, P, V]`): the vocabulary projection is about a fifth of a small LM's compute, and answers are a few
-        tokens."""
+        tokens. Positions after the last one that predicts a target are not run at all (causal attention: they
+        change nothing before them), so the final token of an answer, which predicts nothing, costs nothing."""
         embeds = self.embed(input_ids, image_emb)
         if labels is None:
             return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, **kw)
         nxt = labels[:, 1:]
         keep = (nxt != -100).any(0).nonzero().squeeze(1)          # positions whose next token is scored in some row
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                      logits_to_keep=keep, **kw)
+        run = int(keep.max()) + 1 if len(keep) else input_ids.shape[1]
+        if attention_mask is not None:                            # [B, cached + T]: the cached prefix stays whole
+            attention_mask = attention_mask[:, :attention_mask.shape[1] - input_ids.shape[1] + run]
+        out = self.lm(inputs_embeds=embeds[:, :run], attention_mask=attention_mask, logits_to_keep=keep,
+                      position_ids=position_ids[:, :run] if position_ids is not None else None, **kw)
         loss = nn.functional.cross_entropy(out.logits.float().flatten(0, 1), nxt[:, keep].flatten(), ignore_index=-100)
         return type(out)(loss=loss, logits=out.logits)
 

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from .runs import EmbeddingShards, ShardError, atomic_write_bytes, check_ids
-from .vlm import IMAGE_TOKEN, expand_image_tokens, image_token_id
+from .vlm import IMAGE_POSITIONS, IMAGE_TOKEN, expand_image_tokens, image_token_id
 
 # %% auto #0
 __all__ = ['IGNORE', 'SYSTEM_PROMPT', 'STORE_FORMAT', 'VQA_SUFFIX', 'MissingEmbeddingError', 'map_file', 'EmbeddingIndex',
-           'RecordError', 'check_record', 'load_records', 'chat_pieces', 'plain_pieces', 'tokenize_record',
-           'token_fingerprint', 'TokenStore', 'token_store', 'VLMDataset', 'collate', 'vqa_prompt', 'caption_records',
-           'easyvqa_records']
+           'RecordError', 'check_record', 'load_records', 'image_to_answer', 'sft_template', 'chat_pieces',
+           'plain_pieces', 'tokenize_record', 'token_fingerprint', 'TokenStore', 'token_store', 'VLMDataset', 'collate',
+           'vqa_prompt', 'caption_records', 'easyvqa_records']
 
 # %% ../nbs/31_vlm_data.ipynb #82e07aad
 class MissingEmbeddingError(KeyError):
@@ -254,7 +254,24 @@ def load_records(path_or_records, index=None, on_error: str = "raise") -> tuple[
 IGNORE = -100
 SYSTEM_PROMPT = "You answer questions about the image."
 
-def chat_pieces(tok, conversations: list[dict], system: str | None = SYSTEM_PROMPT) -> list[tuple[str, bool]]:
+def image_to_answer(prompt: str) -> str:
+    """A rendered chat prompt (ending with the assistant header) with its `<image>` moved from the user turn to the end,
+    where the answer starts (`image_position="answer_start"`). With a frozen LM everything before the image is then a
+    cached prefix (31a), and a step runs only the image and the answer."""
+    if IMAGE_TOKEN not in prompt: return prompt
+    i = prompt.index(IMAGE_TOKEN)
+    j = i - 1 if prompt[i - 1:i] == "\n" else i
+    return prompt[:j] + prompt[i + len(IMAGE_TOKEN):] + IMAGE_TOKEN
+
+def sft_template(image_position: str) -> str:
+    "The chat template `tokenize_record` uses for instructions whose `<image>` sits at `image_position`."
+    return "chat_image_at_answer" if image_position == "answer_start" else "chat"
+
+def chat_pieces(tok,                                 # the LM's tokenizer (its chat template renders the turns)
+                conversations: list[dict],           # human/gpt turns
+                system: str | None = SYSTEM_PROMPT,  # the system turn (None: none)
+                image_at_answer: bool = False        # move `<image>` to the start of its answer (`image_to_answer`)
+               ) -> list[tuple[str, bool]]:
     "`(text, is_answer)` pieces of a conversation rendered with `tok`'s chat template."
     msgs = [{"role": "system", "content": system}] if system else []
     pieces, done = [], ""
@@ -267,7 +284,8 @@ def chat_pieces(tok, conversations: list[dict], system: str | None = SYSTEM_PROM
         full = tok.apply_chat_template(msgs, tokenize=False)
         if not (prompt.startswith(done) and full.startswith(prompt)):
             raise ValueError("the chat template does not render turns as prefixes of each other; cannot place labels")
-        pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
+        asked = prompt[len(done):]
+        pieces += [(image_to_answer(asked) if image_at_answer else asked, False), (full[len(prompt):], True)]
         done = full
     return pieces
 
@@ -277,7 +295,7 @@ def plain_pieces(tok, conversations: list[dict]) -> list[tuple[str, bool]]:
 
 def tokenize_record(tok,                                # the LM's tokenizer (gets `<image>` if it lacks it)
                     rec: dict,                          # a LLaVA record: `id` and `conversations` (human/gpt turns)
-                    template: str = "chat",             # "chat" (the tokenizer's chat template) or "plain" (stage 1)
+                    template: str = "chat",             # "chat", "chat_image_at_answer" (`sft_template`), "plain"
                     k: int = 1,                         # visual tokens the `<image>` placeholder expands to
                     max_len: int = 512,                 # tokens kept, the image counted once (its k tokens come on top)
                     use_image: bool = True,             # False: `<image>` is removed from the text (text-only)
@@ -288,10 +306,11 @@ def tokenize_record(tok,                                # the LM's tokenizer (ge
     if not use_image:
         conv = [{**t, "value": t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()}
                 for t in conv]
-    if template == "chat": pieces = chat_pieces(tok, conv, system)
+    if template in ("chat", "chat_image_at_answer"):
+        pieces = chat_pieces(tok, conv, system, template == "chat_image_at_answer")
     elif template == "plain":
         pieces = plain_pieces(tok, conv) if use_image else [(conv[-1]["value"].strip() + tok.eos_token, True)]
-    else: raise ValueError(f"unknown template {template!r}: 'chat' or 'plain'")
+    else: raise ValueError(f"unknown template {template!r}: 'chat', 'chat_image_at_answer' or 'plain'")
     img = image_token_id(tok)
     ids, labels = [], []
     for text, ans in pieces:
@@ -582,11 +601,12 @@ def collate(batch: list[dict], pad_id: int) -> dict:
 VQA_SUFFIX = "\nAnswer with one word."
 
 def vqa_prompt(question: str, use_image: bool = True, image_position: str = "before_text") -> str:
-    "The user turn of an easy-VQA question (the same at training and test time), `<image>` before or after the text."
+    """The user turn of an easy-VQA question (the same at training and test time), `<image>` before or after the text;
+    "answer_start" writes it after the text too, and rendering moves it to the start of the answer (`image_to_answer`)."""
     if not use_image: return question.strip() + VQA_SUFFIX
-    if image_position == "after_text": return question.strip() + VQA_SUFFIX + "\n" + IMAGE_TOKEN
+    if image_position in ("after_text", "answer_start"): return question.strip() + VQA_SUFFIX + "\n" + IMAGE_TOKEN
     if image_position == "before_text": return IMAGE_TOKEN + "\n" + question.strip() + VQA_SUFFIX
-    raise ValueError(f"image_position must be 'before_text' or 'after_text', got {image_position!r}")
+    raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {image_position!r}")
 
 def caption_records(captions: list[dict]) -> list[dict]:
     "Pre-training records: each caption as the answer to its own embedding (`image` = caption id)."
@@ -600,7 +620,7 @@ def caption_records(captions: list[dict]) -> list[dict]:
 def easyvqa_records(questions,                          # easy-VQA questions (`qid`, `split`, `image_id`, ...)
                     image_of: dict,                      # "<split>-img<id>" -> an embedding id, or a list to draw from
                     seed: int = 0,                       # seeds the draws from the lists of `image_of`
-                    image_position: str = "before_text"  # `<image>` in the prompt: "before_text" or "after_text"
+                    image_position: str = "before_text"  # `<image>` in the prompt: one of `IMAGE_POSITIONS`
                    ) -> tuple[list[dict], int]:
     """easy-VQA train questions as records whose `image` is `image_of[image id]` (a list: one picked per question); also
     the count dropped for lack of one."""
