@@ -601,8 +601,8 @@ def collate(batch: list[dict], pad_id: int) -> dict:
 VQA_SUFFIX = "\nAnswer with one word."
 
 def vqa_prompt(question: str, use_image: bool = True, image_position: str = "before_text") -> str:
-    """The user turn of an easy-VQA question (the same at training and test time), `<image>` before or after the text;
-    "answer_start" writes it after the text too, and rendering moves it to the start of the answer (`image_to_answer`)."""
+    """The user turn of an easy-VQA question (the same at training and test time), `<image>` before or after the text
+    ("answer_start" writes it after the text too; rendering moves it to the start of the answer, `image_to_answer`)."""
     if not use_image: return question.strip() + VQA_SUFFIX
     if image_position in ("after_text", "answer_start"): return question.strip() + VQA_SUFFIX + "\n" + IMAGE_TOKEN
     if image_position == "before_text": return IMAGE_TOKEN + "\n" + question.strip() + VQA_SUFFIX
