@@ -63,7 +63,7 @@ nbtest: setup
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: setup
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n auto --maxschedchunk 1 --durations=25 tests
 
 test: check-export nbtest pytest
 
