@@ -7,6 +7,10 @@ frozen LM's backward computes input gradients only). The bound is those FLOPs at
 measured in the same run per dtype (square products of 1024 and 2048, the best of a few); the step's time over its
 bound says how far the step is from the hardware (1.0 = every cycle a full-rate matmul).
 
+Two float32 variants are timed beside it, as ratios (issue 23: fewer FLOPs, since the float32 step is at its bound):
+`uncropped`, the step as it was before the model stopped running the tokens after the last one that predicts a
+target, and `answer_start`, the image moved after the assistant header (fewer tokens, but it learns worse: 31a).
+
     .venv/bin/python bench/bench_train_roofline.py [--threads N] [--batch-size 32] [--steps 4] [--dtypes float32 bfloat16]
 """
 import argparse, json, sys, time
@@ -29,14 +33,27 @@ def peak_gflops(dtype, seconds: float = 1.0) -> float:
     return best
 
 
-def make_step(dtype: str, batch_size: int):
-    "The mini preset's training step for the packaged SmolLM2 in `dtype`: a function that runs one optimizer step."
+def uncropped_loss(vlm, batch: dict) -> torch.Tensor:
+    "The loss as the model computed it before it stopped at the last position that predicts a target (every token run)."
+    labels = batch["labels"]
+    embeds = vlm.embed(batch["input_ids"], batch.get("image_emb"))
+    nxt = labels[:, 1:]
+    keep = (nxt != -100).any(0).nonzero().squeeze(1)
+    kw = {k: v for k, v in batch.items() if k not in ("input_ids", "labels", "image_emb")}
+    out = vlm.lm(inputs_embeds=embeds, logits_to_keep=keep, **kw)
+    return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), nxt[:, keep].flatten(), ignore_index=-100)
+
+
+def make_step(dtype: str, batch_size: int, variant: str = "preset"):
+    """The mini preset's training step for the packaged SmolLM2 in `dtype` (`variant`: "preset", "uncropped",
+    "answer_start"): a function that runs one optimizer step."""
     from unicorn.packaged import load_smollm2, load_easyvqa
     from unicorn.vlm import UnicornVLM, set_trainable
-    from unicorn.vlm_data import VLMDataset, easyvqa_records
+    from unicorn.vlm_data import VLMDataset, easyvqa_records, sft_template
     from unicorn.train import PRESETS, _batch, balance_question_types
     from unicorn.prefix_cache import PrefixCache
     cfg = PRESETS["mini"]
+    position = "answer_start" if variant == "answer_start" else cfg.image_position
     lm, tok = load_smollm2(dtype)
     q = load_easyvqa("train").head(4000)
     ids = {f"train-img{i}" for i in q.image_id}
@@ -44,9 +61,9 @@ def make_step(dtype: str, batch_size: int):
         dim, roots = 256, ["random"]
         def __contains__(self, i): return True
         def __getitem__(self, i): return np.random.default_rng(abs(hash(i)) % 2**32).standard_normal(256).astype(np.float32)
-    recs, _ = easyvqa_records(q, {i: [i] for i in ids}, image_position=cfg.image_position)
-    ds = VLMDataset(balance_question_types(recs), tok, Index())
-    vlm = set_trainable(UnicornVLM.from_lm(lm, tok, 256, image_position=cfg.image_position,
+    recs, _ = easyvqa_records(q, {i: [i] for i in ids}, image_position=position)
+    ds = VLMDataset(balance_question_types(recs), tok, Index(), template=sft_template(position))
+    vlm = set_trainable(UnicornVLM.from_lm(lm, tok, 256, image_position=position,
                                            input_scale=cfg.input_scale), "frozen")
     cache = PrefixCache(lm)
     opt = torch.optim.AdamW(vlm.projector.parameters(), 1e-3)
@@ -55,17 +72,18 @@ def make_step(dtype: str, batch_size: int):
     batches = [_batch(it, tok.pad_token_id, cache, vlm.cfg.image_token_id) for it in items]   # fills the prefix cache
     def step(i: int = 0):
         "One optimizer step, collation included (the model extends the batch's key/value cache: built anew each step)."
-        loss = vlm(**_batch(items[i % len(items)], tok.pad_token_id, cache, vlm.cfg.image_token_id)).loss
+        batch = _batch(items[i % len(items)], tok.pad_token_id, cache, vlm.cfg.image_token_id)
+        loss = uncropped_loss(vlm, batch) if variant == "uncropped" else vlm(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
     return step, batches
 
 
-def measure(dtype: str, batch_size: int, steps: int) -> dict:
-    "Step time (best of `steps`), its counted FLOPs and the tokens it processes, for `dtype`."
+def measure(dtype: str, batch_size: int, steps: int, variant: str = "preset") -> dict:
+    "Step time (best of `steps`), its counted FLOPs and the tokens it processes, for `dtype` and `variant`."
     from torch.utils.flop_counter import FlopCounterMode
-    step, batches = make_step(dtype, batch_size)
+    step, batches = make_step(dtype, batch_size, variant)
     step(0)
     with FlopCounterMode(display=False) as fc:
         step(1)
@@ -97,6 +115,12 @@ def main():
                        "step_over_bound": round(m["step_s"] / bound, 2),
                        "achieved_gflops": round(m["flops"] / m["step_s"] / 1e9, 1)}
         print(f"{dt}: {json.dumps(out[dt])}", file=sys.stderr, flush=True)
+    if "float32" in out:
+        for v in ("uncropped", "answer_start"):
+            m = measure("float32", a.batch_size, a.steps, v)
+            out[f"float32_{v}"] = m | {"step_over_preset": round(m["step_s"] / out["float32"]["step_s"], 2),
+                                       "flops_over_preset": round(m["flops"] / out["float32"]["flops"], 2)}
+            print(f"float32_{v}: {json.dumps(out[f'float32_{v}'])}", file=sys.stderr, flush=True)
     if "float32" in out and "bfloat16" in out:
         out["bf16_over_fp32_step_time"] = round(out["bfloat16"]["step_s"] / out["float32"]["step_s"], 2)
         out["bf16_over_fp32_peak"] = round(out["bfloat16"]["peak_gflops"] / out["float32"]["peak_gflops"], 2)

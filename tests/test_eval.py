@@ -53,6 +53,8 @@ def test_evaluate_checkpoint_caches_per_centring_and_mode(tmp_path, monkeypatch)
     q = ev.eval_questions(2, 0)
     ids = sorted({f"test-img{i}" for i in q.image_id})
     EmbeddingShards(run.path("emb", "image_test"), dim=6).write(0, (ids, np.random.default_rng(0).standard_normal((len(ids), 6))))
+    from unicorn.transfer import save_stats
+    save_stats(run.emb_stats, mu_image_train=np.full(6, 0.1), mu_image_test=np.zeros(6))   # U's mean: the default centring
     lm, tok = tiny_llama(seed=3)
     v = UnicornVLM.from_lm(lm, tok, emb_dim=6, k=1); v.cfg.lm_weights = "saved"     # the LM saved with it (no base LM by name)
     ck = tmp_path / "ck"; save_vlm(v, ck, tok)
@@ -69,7 +71,9 @@ def test_evaluate_checkpoint_caches_per_centring_and_mode(tmp_path, monkeypatch)
 
 
 def test_test_image_embeddings_paper_and_c3_centring(tmp_path):
-    "ṽ = v − E[V] everywhere: the test set's own mean ('paper' / True), or the training images' ('c3'); never re-normalised."
+    """ṽ = v − E[V] everywhere: the image pool U's mean ('pool', the default, and 'c3': the training images'), or the
+    test set's own mean ('paper' / True, transductive); never re-normalised. 'pool' reads no test statistic: changing
+    the other test images leaves a test image's centred embedding as it was."""
     from unicorn.evaluate import test_image_embeddings
     from unicorn.runs import EmbeddingShards, RunFolder
     from unicorn.transfer import l2norm, save_stats
@@ -83,7 +87,13 @@ def test_test_image_embeddings_paper_and_c3_centring(tmp_path):
     np.testing.assert_allclose(raw, v[:2], atol=1e-3)                           # shards store float16
     for c in (True, "paper"):
         np.testing.assert_allclose(test_image_embeddings(run, ids[:2], c), raw - test_image_embeddings(run, ids, False).mean(0), atol=1e-5)
-    np.testing.assert_allclose(test_image_embeddings(run, ids[:2], "c3"), raw - mu_train, atol=1e-5)
+    for c in ("pool", "c3"):
+        np.testing.assert_allclose(test_image_embeddings(run, ids[:2], c), raw - mu_train, atol=1e-5)
+    other = RunFolder(tmp_path / "other", profile="mini")                          # the same two images, other test set
+    EmbeddingShards(other.embeddings("image_test"), dim=6).write(0, (ids, np.concatenate([v[:2], 5 + v[2:]])))
+    save_stats(other.emb_stats, mu_image_train=mu_train, mu_image_test=v.mean(0))
+    np.testing.assert_array_equal(test_image_embeddings(other, ids[:2], "pool"), test_image_embeddings(run, ids[:2], "pool"))
+    assert not np.allclose(test_image_embeddings(other, ids[:2], "paper"), test_image_embeddings(run, ids[:2], "paper"))
     with pytest.raises(ValueError, match="unknown centring"): test_image_embeddings(run, ids[:2], "mine")
     c3 = l2norm(l2norm(raw.astype(np.float64)) - mu_train)                       # C3's own input for a c3_spec VLM
     for c in (True, "paper", "c3"):

@@ -24,21 +24,35 @@ __all__ = ['DOMAIN_SHIFTS', 'DOMAIN_CONDITIONS', 'group_centred', 'domain_shift'
 DOMAIN_SHIFTS = {"none": None, "unicorn_code": "all rows", "unicorn_per_domain": "each domain"}   # name -> whose mean
 DOMAIN_CONDITIONS = tuple(DOMAIN_SHIFTS) + ("real", "blind")   # text-only shifts, the real-image and blind bounds
 
-def group_centred(x, groups=None) -> np.ndarray:
-    "x minus its mean over all rows (`groups=None`) or over each row's group: `center_images` per group (no Norm)."
+def group_centred(x,                 # rows to centre [n, d]
+                  groups=None,       # each row's group (None: one group)
+                  pool=None,         # rows whose means are subtracted (None: `x` itself)
+                  pool_groups=None   # each pool row's group
+                 ) -> np.ndarray:
+    """x minus the mean of `pool` (default: of x) over all rows, or over the rows of each row's group: `center_images`
+    (no Norm). Test images are centred on a pool U of unlabelled train images, never on the test set's own mean."""
     x = np.asarray(x, np.float32)
-    if groups is None: return center_images(x)
-    groups, out = np.asarray(groups), np.empty_like(x)
+    pool, pool_groups = (x, groups) if pool is None else (np.asarray(pool, np.float32), pool_groups)
+    if groups is None: return center_images(x, pool.astype(np.float64).mean(0))
+    groups, pool_groups, out = np.asarray(groups), np.asarray(pool_groups), np.empty_like(x)
     for g in np.unique(groups):
-        m = groups == g
-        out[m] = center_images(x[m])
+        if not (pool_groups == g).any():
+            raise ValueError(f"group {str(g)!r} has no rows in the pool to take its mean from")
+        out[groups == g] = center_images(x[groups == g], pool[pool_groups == g].astype(np.float64).mean(0))
     return out
 
-def domain_shift(x, domains, how: str) -> np.ndarray:
-    "Rows `x` (captions, or test images) for condition `how` of `DOMAIN_SHIFTS`: raw, minus the mean, or per domain."
+def domain_shift(x,                  # rows: captions, or test images
+                 domains,            # each row's domain
+                 how: str,           # a condition of `DOMAIN_SHIFTS`
+                 pool=None,          # rows whose means are subtracted (None: `x` itself)
+                 pool_domains=None   # each pool row's domain
+                ) -> np.ndarray:
+    """Rows `x` (captions, or test images) for condition `how` of `DOMAIN_SHIFTS`: raw, minus the mean, or per domain;
+    the means are `pool`'s (per `pool_domains`) when given: for test images, the train images' (inductive)."""
     if how not in DOMAIN_SHIFTS: raise ValueError(f"unknown shift {how!r}: choose one of {list(DOMAIN_SHIFTS)}")
     if how == "none": return np.array(x, np.float32)
-    return group_centred(x, None if how == "unicorn_code" else domains)
+    per = how != "unicorn_code"
+    return group_centred(x, domains if per else None, pool, pool_domains if per else None)
 
 # %% ../nbs/34a_domain_study.ipynb #20af2ca3
 class ArrayIndex:
@@ -61,7 +75,7 @@ def condition_embeddings(method: str, emb: dict, table: pd.DataFrame) -> tuple:
     if method not in DOMAIN_SHIFTS:
         raise ValueError(f"unknown condition {method!r}: choose one of {list(DOMAIN_CONDITIONS)}")
     return (ArrayIndex(tr.id, domain_shift(emb["text_train"], tr.domain, method)),
-            ArrayIndex(te.id, domain_shift(emb["image_test"], te.domain, method)))
+            ArrayIndex(te.id, domain_shift(emb["image_test"], te.domain, method, emb["image_train"], tr.domain)))
 
 # %% ../nbs/34a_domain_study.ipynb #493e0230
 def train_domain_vlm(lm,                   # the frozen base LM (`unicorn.train.load_base_lm`)

@@ -19,10 +19,10 @@ from .vlm_data import EmbeddingIndex, IGNORE, SYSTEM_PROMPT, image_to_answer, vq
 from .prefix_cache import PrefixCache, collate_split, split_at_image, shared_prefix_cache
 
 # %% auto #0
-__all__ = ['QTYPES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers', 'rank_answers_cached',
-           'normalize_answer', 'generate_answers', 'eval_questions', 'type_shares', 'accuracy_table',
-           'bootstrap_interval', 'verdict', 'test_image_embeddings', 'evaluate_vlm', 'evaluate_checkpoint',
-           'EvalConfig']
+__all__ = ['QTYPES', 'CENTRING_NAMES', 'EVAL_PRESETS', 'prompt_ids', 'left_pad', 'score_continuations', 'rank_answers',
+           'rank_answers_cached', 'normalize_answer', 'generate_answers', 'eval_questions', 'type_shares',
+           'accuracy_table', 'bootstrap_interval', 'verdict', 'test_image_embeddings', 'evaluate_vlm',
+           'evaluate_checkpoint', 'EvalConfig']
 
 # %% ../nbs/33_eval.ipynb #0d8fbe98
 def prompt_ids(tok,                                   # the VLM's tokenizer (gets `<image>` if it lacks it)
@@ -252,11 +252,12 @@ def verdict(low: float, high: float, margin: float | None = None) -> str:
 # %% ../nbs/33_eval.ipynb #f054ada6
 def test_image_embeddings(run: RunFolder,            # the run folder (`emb/image_test/`, `emb/stats.safetensors`)
                           image_ids: list[str],       # the test images' ids
-                          center: bool | str,         # False: raw; True/"paper": test set's mean; "c3": train images'
+                          center: bool | str,         # False: raw; "pool" (or "c3"): U's mean; True/"paper": test's
                           method: str | None = None,  # the training method of the VLM that will read them (None: any)
                          ) -> np.ndarray:
-    """Real test-image embeddings of `image_ids`, raw (`center=False`) or ṽ = v − E[V]: E[V] the whole test set's
-    mean (True or "paper", the Unicorn paper's) or the training images' (`"c3"`, `mu_image_train` of `run.emb_stats`).
+    """Real test-image embeddings of `image_ids`, raw (`center=False`) or ṽ = v − E[V]: E[V] the mean of the unlabelled
+    image pool U, the train images (`"pool"`, the default, inductive; `"c3"` names the same statistic, `mu_image_train`
+    of `run.emb_stats`), or the whole test set's own mean (True or "paper", the Unicorn paper's: transductive).
     A VLM trained on `c3_spec` gets C3's own input whenever it is centred: Norm(Norm(v) − μ_I^train)."""
     from unicorn.transfer import center_images, centring_mean, load_stats, prepare_images_c3_spec
     idx = EmbeddingIndex(run.embeddings("image_test"))
@@ -299,11 +300,14 @@ def evaluate_vlm(vlm: UnicornVLM,                     # the model to evaluate
     return preds, metrics
 
 # %% ../nbs/33_eval.ipynb #e85e2f1a
+CENTRING_NAMES = 2   # 2: "centred" is U's mean (inductive), "centred_test" the test set's (1: "centred" was the test's)
+
 def _eval_cache(cache: Path, questions: pd.DataFrame) -> dict:
-    "The results cached in `cache` if they were computed on the same `questions` (else none), stamped with their key."
-    key = {"qids_sha": pd.util.hash_pandas_object(questions.qid, index=False).sum().item()}
+    """The results cached in `cache` if they were computed on the same `questions` under today's centring names (else
+    none), stamped with their key."""
+    key = {"qids_sha": pd.util.hash_pandas_object(questions.qid, index=False).sum().item(), "names": CENTRING_NAMES}
     res = json.loads(cache.read_text()) if cache.exists() else {}
-    if res.get("key", {}).get("qids_sha") != key["qids_sha"]: res = {}     # other questions: start again
+    if res.get("key") != key: res = {}     # other questions, or results named the old way: start again
     res["key"] = key
     return res
 
@@ -313,10 +317,12 @@ def _load_checkpoint(ckpt: Path, lm=None) -> tuple:
     return load_vlm(ckpt, lm=lm), AutoTokenizer.from_pretrained(ckpt / "tokenizer")
 
 def _centring_name(center: bool | str) -> str:
-    "The results' name of test-time centring `center`: False 'raw', True or 'paper' 'centred', 'c3' 'centred_c3'."
+    """The results' name of test-time centring `center`: False 'raw', 'pool' 'centred' (inductive, the default),
+    True or 'paper' 'centred_test' (transductive), 'c3' 'centred_c3'."""
     from unicorn.transfer import CENTRINGS
     if center is False: return "raw"
-    if center is True or center == "paper": return "centred"
+    if center == "pool": return "centred"
+    if center is True or center == "paper": return "centred_test"
     if center in CENTRINGS: return f"centred_{center}"
     raise ValueError(f"unknown test-time centring {center!r}: False, True, or one of {list(CENTRINGS)}")
 
@@ -335,7 +341,7 @@ def _save_predictions(preds: pd.DataFrame, questions: pd.DataFrame, ckpt: Path, 
 def evaluate_checkpoint(run: RunFolder,                    # the run folder (test-image embeddings in `emb/image_test/`)
                         ckpt: Path | str,                  # the checkpoint folder (`train_condition`'s `vlm/<name>/`)
                         questions: pd.DataFrame,           # the test questions (`eval_questions`)
-                        centers=(False, True),  # False: raw; True/"paper": ṽ = v − E[V] (test mean); "c3": train mean
+                        centers=(False, "pool"),  # False: raw; "pool": ṽ = v − μ_U; True/"paper": test mean
                         modes=("likelihood", "generate"),  # "likelihood" (answer ranking) and/or "generate"
                         lm=None,                           # base LM of a frozen or LoRA checkpoint (None: by its name)
                         batch_size: int = 32,              # prompts per forward pass

@@ -15,24 +15,28 @@ from .runs import RunFolder
 from .train import TrainConfig, train_condition
 
 # %% auto #0
-__all__ = ['INTERVALS', 'MARGIN', 'score_condition', 'correctness', 'seed_t', 't_tests', 'hierarchical_bootstrap', 'boot_tests',
-           'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table', 'reading', 'plot_intervals']
+__all__ = ['CENTRING_OF', 'INTERVALS', 'MARGIN', 'score_condition', 'correctness', 'seed_t', 't_tests', 'hierarchical_bootstrap',
+           'boot_tests', 'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table', 'reading', 'plot_intervals']
 
 # %% ../nbs/34_studies.ipynb #759dd098
+CENTRING_OF = {"raw": False, "centred": "pool", "centred_test": "paper"}   # result name -> `evaluate_checkpoint`'s
+
 def score_condition(run: RunFolder,              # the run folder (checkpoints land in `vlm/`)
                     method: str,                 # a condition of `unicorn.train.CONDITIONS`
                     cfg: TrainConfig,            # training settings (its seed is the row's seed)
                     questions: pd.DataFrame,     # test questions (`eval_questions`)
                     text_store: str = "text",    # which captions stand in for the images (`unicorn.train.TEXT_STORES`)
-                    lm=None                      # the frozen base LM, shared between checkpoints
+                    lm=None,                     # the frozen base LM, shared between checkpoints
+                    centrings=("raw", "centred") # of `CENTRING_OF`; "centred_test" (transductive) only where asked
                    ) -> pd.DataFrame:
     """Train (or reuse) one condition and return one row per test question and centring: `correct` or not, by likelihood
     ranking, and the question's test `image` (the cluster the intervals keep together)."""
     ck = train_condition(run, method, cfg, text_store, verbose=False)
-    evaluate_checkpoint(run, ck, questions, modes=("likelihood",), lm=lm, verbose=False)
+    evaluate_checkpoint(run, ck, questions, centers=tuple(CENTRING_OF[c] for c in centrings), modes=("likelihood",),
+                        lm=lm, verbose=False)
     train_s = json.loads((ck / "train_config.json").read_text())["train_s"]
     parts = []
-    for centring in ("raw", "centred"):
+    for centring in centrings:
         f = ck / f"preds_{centring}_likelihood.csv"
         if not f.exists(): f = ck / "preds_raw_likelihood.csv"           # the blind model: no image, nothing to centre
         p = pd.read_csv(f)

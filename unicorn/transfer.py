@@ -412,7 +412,8 @@ def transfer_shards_ray(src: EmbeddingShards,         # the text-embedding shard
 
 # %% ../nbs/21_transfer.ipynb #d9b5773e
 CENTRINGS = {  # name -> the statistic E[V] subtracted at test time: ṽ = v − E[V], never re-normalised
-    "paper": "mu_image_test",    # Unicorn v2 §3.3: the evaluated images' own mean
+    "pool": "mu_image_train",    # the unlabelled image pool U (train images, no labels, disjoint from the test set)
+    "paper": "mu_image_test",    # Unicorn v2 §3.3: the evaluated images' own mean (transductive)
     "c3": "mu_image_train",      # C3's variant: the training images' mean
 }
 TEST_TIME_CENTRING = {  # method -> (centre at test time?, default centring: a key of `CENTRINGS`)
