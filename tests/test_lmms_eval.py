@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from unicorn.fixtures import tiny_llama
-from unicorn.lmms import LossPair, UnicornLMM, load_center_mean, load_image_encoder, lmms_manifest, write_local_task
+from unicorn.lmms import LossPair, UnicornLMM, load_center_mean, load_image_encoder, lmms_manifest, lmms_eval_command, write_local_task
 from unicorn.transfer import save_stats
 from unicorn.vlm import UnicornVLM, save_vlm
 
@@ -238,11 +238,7 @@ def test_readme_example_with_the_shipped_minicl_encoder(setup, tmp_path):
         Image.new("RGB", (64, 64), c).save(tmp_path / f"img{i}.png")
         docs.append({"question": "What colour?", "image": str(tmp_path / f"img{i}.png"), "answer": a})
     write_local_task(tmp_path / "tasks", "png_gen", docs, "generate_until", max_new_tokens=8)
-    cli = Path(sys.executable).parent / "lmms-eval"
-    args = (f"pretrained={root / 'ck'},image_encoder=unicorn.lmms:minicl_encoder,encoder_folder={mf},"
-            f"centring=paper,stats={root / 'stats.safetensors'}")
-    cmd = [str(cli), "eval", "--model", "unicorn_vlm", "--model_args", args, "--tasks", "png_gen", "--include_path",
-           str(tmp_path / "tasks"), "--device", "cpu", "--output_path", str(tmp_path / "out"), "--log_samples"]
+    cmd = lmms_eval_command(root / "ck", mf, root / "stats.safetensors", "png_gen", tmp_path / "tasks", tmp_path / "out")
     p = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())["results"]["png_gen"]

@@ -23,7 +23,8 @@ from .vlm_data import IMAGE_TOKEN
 
 # %% auto #0
 __all__ = ['MODEL_NAME', 'lmms_manifest', 'minicl_encoder', 'load_image_encoder', 'load_center_mean', 'as_rgb_image',
-           'pick_device', 'OnDevice', 'as_flag', 'LossPair', 'gen_length', 'UnicornLMM', 'write_local_task']
+           'pick_device', 'OnDevice', 'as_flag', 'LossPair', 'gen_length', 'UnicornLMM', 'write_local_task',
+           'lmms_eval_command']
 
 # %% ../nbs/35_lmms.ipynb #f139617e
 MODEL_NAME = "unicorn_vlm"
@@ -289,3 +290,21 @@ def write_local_task(folder,                 # where `<name>.yaml` and `<name>.j
     out = folder / f"{name}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
+
+# %% ../nbs/35_lmms.ipynb #0db87c58
+def lmms_eval_command(checkpoint,            # the unicorn checkpoint folder (`pretrained=`)
+                      encoder_folder,        # the saved minicl that embeds the task's images
+                      stats,                 # the run's `emb/stats.safetensors` (the centring's mean)
+                      task: str,             # the task's name (`write_local_task`)
+                      include_path,          # the folder `write_local_task` wrote it to
+                      output_path,           # where lmms-eval writes results and samples
+                      centring: str = "paper"  # the adapter's test-time centring
+                     ) -> list[str]:
+    "The `lmms-eval eval` command line that scores `checkpoint` on a local task with the shipped minicl encoder."
+    import sys
+    args = (f"pretrained={checkpoint},image_encoder=unicorn.lmms:minicl_encoder,encoder_folder={encoder_folder},"
+            f"centring={centring},stats={stats}")
+    return [str(Path(sys.executable).parent / "lmms-eval"), "eval", "--model", "unicorn_vlm", "--model_args", args,
+            "--tasks", task, "--include_path", str(include_path), "--device", "cpu", "--output_path",
+            str(output_path), "--log_samples"]
+

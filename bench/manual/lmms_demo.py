@@ -4,7 +4,7 @@
 """
 import json, subprocess, sys
 from pathlib import Path
-from unicorn.lmms import write_local_task
+from unicorn.lmms import lmms_eval_command, write_local_task
 from unicorn.packaged import load_easyvqa
 from unicorn.vlm_data import VQA_SUFFIX
 run = Path(sys.argv[1]).resolve(); out = Path(sys.argv[2]).resolve()
@@ -13,11 +13,7 @@ q = load_easyvqa("test")
 q = q[q.qtype != "yes/no"].groupby("qtype").head(20)
 docs = [{"question": r.question.strip() + VQA_SUFFIX, "image": r.image_path, "answer": r.answer} for r in q.itertuples()]
 write_local_task(out / "tasks", "easyvqa_gen", docs, "generate_until", max_new_tokens=8)
-cli = Path(sys.executable).parent / "lmms-eval"
-args = (f"pretrained={ck},image_encoder=unicorn.lmms:minicl_encoder,encoder_folder={run / 'minicl'},"
-        f"centring=paper,stats={run / 'emb' / 'stats.safetensors'}")
-cmd = [str(cli), "eval", "--model", "unicorn_vlm", "--model_args", args, "--tasks", "easyvqa_gen", "--include_path",
-       str(out / "tasks"), "--device", "cpu", "--output_path", str(out / "out"), "--log_samples"]
+cmd = lmms_eval_command(ck, run / "minicl", run / "emb" / "stats.safetensors", "easyvqa_gen", out / "tasks", out / "out")
 print(" ".join(cmd))
 p = subprocess.run(cmd, capture_output=True, text=True)
 print(p.returncode, p.stdout[-1500:], p.stderr[-1500:])
