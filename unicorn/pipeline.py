@@ -36,10 +36,10 @@ _FULL_CONDITIONS = ["none", "unicorn_code", "oracle", "c3", "real", "blind"]
 STEPS: list[Step] = [
     # Unicorn Stages 1-2: text (the demo shows them on a few examples)
     Step("10_seeds.ipynb", {"n_seeds": 8, "n_domain_labels": 1}, full={"n_seeds": 96}, est_s=15),
-    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 8}, est_s=60, full={}),
+    Step("12_captions.ipynb", {"n_seeds": 4, "max_new_tokens": 48}, demo={"n_seeds": 4}, est_s=60, full={}),
     Step("13_instructions.ipynb",
          {"n_captions": 2, "n_compare": 1, "max_retries": 1, "min_pairs": 2, "max_pairs": 2, "max_new_tokens": 200},
-         demo={"n_captions": 2, "n_compare": 0}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
+         demo={"n_captions": 1, "n_compare": 0}, full={"n_captions": 4, "n_compare": 1}, est_s=120),
     # Unicorn Stage 3: encoder, modality transfer, gap metrics
     Step("20_encoders.ipynb", {"n_steps": 20, "max_images": 200}, est_s=100),
     Step("21_transfer.ipynb", est_s=20),
@@ -47,7 +47,7 @@ STEPS: list[Step] = [
     # The headline (52: text-only vs no transfer vs real images vs blind) and when the shift matters (54)
     Step("52_study_shift_ablation.ipynb",
          {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "conditions": ["none", "unicorn_code", "real", "blind"]},
-         demo={"n_per_type": 100}, full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
+         demo={"n_per_type": 100, "n_yes_no": 0}, full={"n_seeds": 5, "conditions": _FULL_CONDITIONS}, est_s=600),
     Step("54_study_gap_size.ipynb", {**_VLM_SMOKE, "n_per_type": 6, "n_seeds": 1, "gaps": [0.2, 0.82]}, demo=None,
          full={"methods": ["none", "unicorn_code"]}, est_s=1500),
     # Gap geometry and domains
