@@ -127,3 +127,16 @@ def test_a_one_seed_group_gets_no_interval_instead_of_an_error():
     t = interval_table(res, ref=("ref", "raw")).set_index("method")
     assert np.isnan(t.loc["k=64", "ci_low"]) and t.loc["k=64", "verdict"] == "undecided"
     assert "no interval from one seed" in reading(t.reset_index())
+
+
+def test_accuracy_intervals_stay_inside_zero_and_one():
+    "52's demo showed Unicorn 0.937 [0.799, 1.074]: a seed-level t interval near 1 reaches past it; the table clips."
+    rng = np.random.default_rng(3)
+    hi = pd.concat([_frame(rng, "near_one", p, 1).assign(seed=s) for s, p in enumerate((1.0, 0.8, 1.0))])
+    lo = pd.concat([_frame(rng, "near_zero", p, 1).assign(seed=s) for s, p in enumerate((0.0, 0.2, 0.0))])
+    raw = seed_t(np.stack([hi[hi.seed == s].correct.to_numpy() for s in range(3)]),
+                 groups=hi[hi.seed == 0].image.to_numpy())
+    assert t_tests(raw)["high"] > 1                       # the unclipped interval does reach past 1
+    t = interval_table(pd.concat([hi, lo])).set_index("method")
+    assert t.loc["near_one", "ci_high"] == 1.0 and t.loc["near_zero", "ci_low"] == 0.0
+    assert 0 < t.loc["near_one", "ci_low"] < t.loc["near_one", "accuracy"] < 1

@@ -222,13 +222,14 @@ def compare(x: tuple,                    # `outcomes` of a group
 
 # %% ../nbs/34_studies.ipynb #b6d7a3b7
 def _table_row(key, g: pd.DataFrame, by: list, base, is_ref: bool, kw: dict) -> dict:
-    "One `interval_table` row: the group's accuracy with its interval, and its difference to the reference `base`."
+    """One `interval_table` row: the group's accuracy with its interval (clipped to [0, 1], where the true accuracy
+    lies: a t interval can reach past it, and clipping only raises its coverage), and its difference to `base`."""
     x = outcomes(g, kw["types"], kw["cluster"])
     acc = compare(x, None, kw["method"], kw["margin"], kw["level"], kw["n_boot"])
     row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
     sd = float(x[0].mean(1).std(ddof=1)) if len(x[0]) > 1 else float("nan")
     row |= {"accuracy": acc["est"], "std_over_seeds": sd,
-            "ci_low": acc["low"], "ci_high": acc["high"], "seeds": len(x[0]), "questions": x[0].shape[1],
+            "ci_low": float(np.clip(acc["low"], 0, 1)), "ci_high": float(np.clip(acc["high"], 0, 1)), "seeds": len(x[0]), "questions": x[0].shape[1],
             "interval": INTERVALS[kw["method"]]}
     if base is not None:
         d = {k: float("nan") for k in ("est", "low", "high", "p", "p_equiv", "eq_low", "eq_high")} if is_ref else \
@@ -307,9 +308,9 @@ def plot_intervals(table: pd.DataFrame,           # an `interval_table`: one bar
     err = np.vstack([table.accuracy - table.ci_low, table.ci_high - table.accuracy])
     bars = ax.bar(x, table.accuracy, yerr=err, capsize=3,
                   color=[(colors or {}).get(v, "#2f6db5") for v in table[label]])
-    ax.bar_label(bars, labels=[f"{v:.2f}" for v in table.accuracy], fontsize=7, padding=3)
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in table.accuracy], fontsize=8, label_type="center", color="white")
     if chance is not None: ax.axhline(chance, color="#888", ls=":", lw=1, label="chance")
     ax.set_xticks(x)
     ax.set_xticklabels([str(v) if "\n" in str(v) else str(v).replace("_", "\n") for v in table[label]], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.02)
     return ax
