@@ -15,8 +15,9 @@ from .runs import RunFolder
 from .train import TrainConfig, train_condition
 
 # %% auto #0
-__all__ = ['CENTRING_OF', 'INTERVALS', 'MARGIN', 'score_condition', 'correctness', 'seed_t', 't_tests', 'hierarchical_bootstrap',
-           'boot_tests', 'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table', 'reading', 'plot_intervals']
+__all__ = ['CENTRING_OF', 'INTERVALS', 'MARGIN', 'SHOWN', 'score_condition', 'correctness', 'seed_t', 't_tests',
+           'hierarchical_bootstrap', 'boot_tests', 'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table',
+           'reading', 'table_view', 'plot_intervals']
 
 # %% ../nbs/34_studies.ipynb #759dd098
 CENTRING_OF = {"raw": False, "centred": "pool", "centred_test": "paper"}   # result name -> `evaluate_checkpoint`'s
@@ -290,11 +291,21 @@ def reading(table: pd.DataFrame, label: str = "method", ref_name: str = "the ref
         out.append(s + ".")
     if "p_holm" in table.columns:
         n = int(table.p_holm.notna().sum())
-        out.append(f"Intervals: {table.interval.iloc[0]}; verdicts Holm-adjusted over {n} comparisons at α = 0.05, "
+        out.append(f"Intervals: {table.interval.iloc[0]}; verdicts Holm-adjusted over {n} comparisons at the 5 % level, "
                    f"equivalence margin ±{table.margin.iloc[0]:.2f} (TOST).")
         s_min = table.seeds.min()
         if s_min < 10: out.append(f"With {s_min} seeds in a row these verdicts are underpowered.")
     return "\n".join(out)
+
+# %% ../nbs/34_studies.ipynb #c7cd5f0a
+SHOWN = ("accuracy", "ci_low", "ci_high", "seeds", "questions", "diff_to_ref", "diff_low", "diff_high", "p_holm", "margin",
+         "verdict")
+
+def table_view(table: pd.DataFrame, by=("method", "centring")) -> pd.DataFrame:
+    """The columns of an `interval_table` a reader needs, rounded to the 3 decimals readings print: the row's name
+    (`by`), its accuracy and interval, its difference to the reference with interval, Holm-adjusted p and verdict."""
+    return table[[c for c in (*by, *SHOWN) if c in table.columns]].round(3)
+
 
 # %% ../nbs/34_studies.ipynb #6668fe72
 def plot_intervals(table: pd.DataFrame,           # an `interval_table`: one bar per row
