@@ -230,7 +230,8 @@ def _table_row(key, g: pd.DataFrame, by: list, base, is_ref: bool, kw: dict) -> 
     row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
     sd = float(x[0].mean(1).std(ddof=1)) if len(x[0]) > 1 else float("nan")
     row |= {"accuracy": acc["est"], "std_over_seeds": sd,
-            "ci_low": float(np.clip(acc["low"], 0, 1)), "ci_high": float(np.clip(acc["high"], 0, 1)), "seeds": len(x[0]), "questions": x[0].shape[1],
+            "ci_low": float(np.clip(acc["low"], 0, 1)), "ci_high": float(np.clip(acc["high"], 0, 1)),
+            "seeds": len(x[0]), "questions": x[0].shape[1],
             "interval": INTERVALS[kw["method"]]}
     if base is not None:
         d = {k: float("nan") for k in ("est", "low", "high", "p", "p_equiv", "eq_low", "eq_high")} if is_ref else \
@@ -291,15 +292,15 @@ def reading(table: pd.DataFrame, label: str = "method", ref_name: str = "the ref
         out.append(s + ".")
     if "p_holm" in table.columns:
         n = int(table.p_holm.notna().sum())
-        out.append(f"Intervals: {table.interval.iloc[0]}; verdicts Holm-adjusted over {n} comparisons at the 5 % level, "
-                   f"equivalence margin ±{table.margin.iloc[0]:.2f} (TOST).")
+        out.append(f"Intervals: {table.interval.iloc[0]}; verdicts Holm-adjusted over {n} comparisons at the 5 % "
+                   f"level, equivalence margin ±{table.margin.iloc[0]:.2f} (TOST).")
         s_min = table.seeds.min()
         if s_min < 10: out.append(f"With {s_min} seeds in a row these verdicts are underpowered.")
     return "\n".join(out)
 
 # %% ../nbs/34_studies.ipynb #c7cd5f0a
-SHOWN = ("accuracy", "ci_low", "ci_high", "seeds", "questions", "diff_to_ref", "diff_low", "diff_high", "p_holm", "margin",
-         "verdict")
+SHOWN = ("accuracy", "ci_low", "ci_high", "seeds", "questions", "diff_to_ref", "diff_low", "diff_high", "p_holm",
+         "margin", "verdict")
 
 def table_view(table: pd.DataFrame, by=("method", "centring")) -> pd.DataFrame:
     """The columns of an `interval_table` a reader needs, rounded to the 3 decimals readings print: the row's name
