@@ -4,7 +4,7 @@
 
 # %% ../nbs/35_lmms.ipynb #5998be35
 from __future__ import annotations
-import functools, importlib, json, os
+import functools, importlib, json, os, sys
 from collections import Counter
 from pathlib import Path
 
@@ -301,10 +301,9 @@ def lmms_eval_command(checkpoint,            # the unicorn checkpoint folder (`p
                       centring: str = "paper"  # the adapter's test-time centring
                      ) -> list[str]:
     "The `lmms-eval eval` command line that scores `checkpoint` on a local task with the shipped minicl encoder."
-    import sys
     args = (f"pretrained={checkpoint},image_encoder=unicorn.lmms:minicl_encoder,encoder_folder={encoder_folder},"
             f"centring={centring},stats={stats}")
-    return [str(Path(sys.executable).parent / "lmms-eval"), "eval", "--model", "unicorn_vlm", "--model_args", args,
+    return [str(Path(sys.executable).parent / "lmms-eval"), "eval", "--model", MODEL_NAME, "--model_args", args,
             "--tasks", task, "--include_path", str(include_path), "--device", "cpu", "--output_path",
             str(output_path), "--log_samples"]
 

@@ -17,7 +17,7 @@ from .train import TrainConfig, train_condition
 # %% auto #0
 __all__ = ['CENTRING_OF', 'INTERVALS', 'MARGIN', 'SHOWN', 'score_condition', 'correctness', 'seed_t', 't_tests',
            'hierarchical_bootstrap', 'boot_tests', 'holm', 'four_verdicts', 'outcomes', 'compare', 'interval_table',
-           'reading', 'table_view', 'plot_intervals']
+           'reading', 'table_view', 'row_names', 'plot_intervals']
 
 # %% ../nbs/34_studies.ipynb #759dd098
 CENTRING_OF = {"raw": False, "centred": "pool", "centred_test": "paper"}   # result name -> `evaluate_checkpoint`'s
@@ -306,6 +306,10 @@ def table_view(table: pd.DataFrame, by=("method", "centring")) -> pd.DataFrame:
     """The columns of an `interval_table` a reader needs, rounded to the 3 decimals readings print: the row's name
     (`by`), its accuracy and interval, its difference to the reference with interval, Holm-adjusted p and verdict."""
     return table[[c for c in (*by, *SHOWN) if c in table.columns]].round(3)
+
+def row_names(table: pd.DataFrame) -> list[str]:
+    "Each row's name in a reading: its method and, in brackets, its test-time centring ('none (raw)')."
+    return [f"{m} ({c})" for m, c in zip(table.method, table.centring)]
 
 
 # %% ../nbs/34_studies.ipynb #6668fe72

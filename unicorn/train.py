@@ -28,7 +28,7 @@ __all__ = ['PRESETS', 'OPTIMIZERS', 'SYNTHETIC', 'CONDITIONS', 'TEXT_STORES', 'S
            'set_lr', 'checkpoint_due', 'log_step', 'train_stage', 'ZeroIndex', 'text_captions',
            'balance_question_types', 'condition_data', 'with_dtype', 'load_base_lm', 'condition_name', 'condition_key',
            'is_trained', 'mark_pending', 'clear_pending', 'condition_inputs', 'condition_vlm', 'stage_schedule',
-           'stage_settings', 'train_stages', 'train_condition', 'main']
+           'stage_settings', 'train_stages', 'train_condition', 'config_overrides', 'main']
 
 # %% ../nbs/32_train.ipynb #e4dd0f20
 @dataclass(frozen=True)
@@ -682,6 +682,17 @@ def train_condition(run: RunFolder,            # the run folder: data come from 
     return out
 
 # %% ../nbs/32_train.ipynb #500b3069
+def config_overrides(pairs: list[str]) -> dict:
+    """`name=value` pairs as `TrainConfig` fields, each value parsed to its field's type ('True'/'False' for flags):
+    `config_overrides(["sft_steps=10"]) == {"sft_steps": 10}`."""
+    defaults, out = TrainConfig(), {}
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        if not hasattr(defaults, k): raise ValueError(f"TrainConfig has no field {k!r} (in {kv!r})")
+        kind = type(getattr(defaults, k))
+        out[k] = (v == "True") if kind is bool else kind(v)
+    return out
+
 def main(argv: list[str] | None = None) -> None:
     """Train one condition: `python -m unicorn.train --run-dir RUN --method unicorn_code [--profile mini] [--set k=1
     ...]`."""
@@ -692,11 +703,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text-store", default="text")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. sft_steps=10 lm=tiny")
     a = ap.parse_args(argv)
-    over = {}
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        over[k] = type(getattr(TrainConfig(), k))(v)
-    cfg = resolve_config(PRESETS, a.profile, **over)
+    cfg = resolve_config(PRESETS, a.profile, **config_overrides(a.set))
     out = train_condition(RunFolder(a.run_dir, profile=a.profile), a.method, cfg, a.text_store, accelerator=None)
     # each stage made its own accelerator with its own accumulation
     from accelerate import PartialState

@@ -7,27 +7,16 @@ test shorter schedules for the demo (issue 23; bench/README.md). Run after `make
 import json
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from unicorn.evaluate import EVAL_PRESETS, eval_questions
 from unicorn.runs import RunFolder
 from unicorn.studies import score_condition
-from unicorn.train import PRESETS, load_base_lm
-
-
-def overrides(args: list[str]) -> dict:
-    "`name=value` pairs as `TrainConfig` fields, each value parsed to the field's type."
-    types = {f.name: type(getattr(PRESETS["mini"], f.name)) for f in fields(PRESETS["mini"])}
-    out = {}
-    for a in args:
-        k, v = a.split("=", 1)
-        if k not in types: raise SystemExit(f"TrainConfig has no field {k!r}")
-        out[k] = (v == "True") if types[k] is bool else types[k](v)
-    return out
+from unicorn.train import PRESETS, config_overrides, load_base_lm
 
 
 def main(argv: list[str]) -> None:
-    methods, seeds, kw = argv[0].split(","), [int(s) for s in argv[1].split(",")], overrides(argv[2:])
+    methods, seeds, kw = argv[0].split(","), [int(s) for s in argv[1].split(",")], config_overrides(argv[2:])
     cfg, run = replace(PRESETS["mini"], **kw), RunFolder("runs/mini", profile="mini")
     ecfg = EVAL_PRESETS["mini"]
     questions = eval_questions(100, ecfg.eval_seed, 0)
